@@ -1,0 +1,90 @@
+"""LiveCRUD: a Flask application whose pages and tables update live."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app.extensions import csrf, db, login_manager, migrate, socketio
+from config import INSTANCE_DIR, config
+
+
+def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application: config, extensions, blueprints, namespaces, CLI, errors."""
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
+    app.config.from_object(config[config_name or os.environ.get("FLASK_CONFIG") or "development"])
+    if overrides:
+        app.config.update(overrides)
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_namespaces()
+    register_cli(app)
+    register_error_handlers(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    from app.live.capture import init_capture
+    from app.security import init_security, origin_checker
+
+    db.init_app(app)
+    migrate.init_app(app, db, compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message_category = "info"
+    socketio.init_app(
+        app,
+        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        cors_allowed_origins=origin_checker(app.config["CORS_ALLOWED_ORIGINS"]),
+        async_mode=app.config["SOCKETIO_ASYNC_MODE"],
+        max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
+    )
+    init_capture(app)
+    init_security(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.api import bp as api_bp
+    from app.auth import bp as auth_bp
+    from app.chat import bp as chat_bp
+    from app.live import bp as live_bp
+    from app.playground import bp as playground_bp
+    from app.users import bp as users_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(users_bp)
+    app.register_blueprint(api_bp, url_prefix="/api")
+    app.register_blueprint(live_bp)
+    app.register_blueprint(chat_bp)
+    app.register_blueprint(playground_bp)
+    # The API authenticates with bearer tokens, never with the session cookie.
+    csrf.exempt(api_bp)
+
+
+def register_namespaces() -> None:
+    """Register fresh namespace instances: each ``init_app`` builds a new Socket.IO server."""
+    from app.chat.namespace import ChatNamespace
+    from app.live.namespace import UsersNamespace
+    from app.playground.namespace import DemoNamespace
+
+    socketio.on_namespace(UsersNamespace("/users"))
+    socketio.on_namespace(DemoNamespace("/demo"))
+    socketio.on_namespace(ChatNamespace("/chat"))
+
+
+def register_cli(app: Flask) -> None:
+    from app.cli import register
+
+    register(app)
+
+
+def register_error_handlers(app: Flask) -> None:
+    from app.errors import register
+
+    register(app)

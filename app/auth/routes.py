@@ -1,0 +1,56 @@
+"""Login and logout pages."""
+
+from urllib.parse import urlsplit
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+
+from app.auth import bp
+from app.auth.forms import LoginForm
+from app.extensions import db, login_manager
+from app.live.sessions import disconnect_user
+from app.models import User
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Show the login form; log the user in on a valid post."""
+    if current_user.is_authenticated:
+        return redirect(url_for("users.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.scalar(select(User).filter_by(username=form.username.data))
+        if user is None or not user.check_password(form.password.data):
+            form.password.errors.append("Invalid username or password.")
+        elif not user.is_active:
+            form.username.errors.append("This account is deactivated.")
+        else:
+            login_user(user, remember=form.remember.data)
+            flash(f"Welcome, {user.username}.", "success")
+            return redirect(_safe_next(request.args.get("next")))
+    return render_template("auth/login.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    """Log out (a POST with CSRF) and close this user's open Socket.IO connections."""
+    disconnect_user(current_user.id)
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def _safe_next(target: str | None) -> str:
+    """Only follow a relative ``next`` URL on this site."""
+    parts = urlsplit(target or "")
+    if target and not parts.netloc and not parts.scheme and target.startswith("/") \
+            and not target.startswith("//"):
+        return target
+    return url_for("users.index")

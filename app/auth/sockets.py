@@ -1,0 +1,45 @@
+"""Authentication of Socket.IO connections: the login session or an API token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import session
+from flask_login import current_user
+from flask_socketio import join_room
+
+from app.auth.tokens import user_for_token
+from app.extensions import db
+from app.models import User
+
+SESSION_KEY = "socket_user"
+
+
+def user_room(user_id: int) -> str:
+    """The room every socket of one user is in, in every namespace."""
+    return f"user:{user_id}"
+
+
+def authenticate(auth: Any) -> User:
+    """The user connecting (browser session, else ``auth={"token": ...}``).
+
+    Raises ConnectionRefusedError (the client gets ``connect_error``) for anyone else.
+    On success the socket joins the user's room and its Socket.IO session remembers
+    the user, so handlers need no database query to know who is speaking.
+    """
+    user: User | None = None
+    if current_user.is_authenticated and current_user.is_active:
+        user = current_user._get_current_object()
+    elif isinstance(auth, dict):
+        user = user_for_token(auth.get("token"))
+    if user is None:
+        db.session.remove()
+        raise ConnectionRefusedError("authentication required: log in or pass auth={'token': ...}")
+    session[SESSION_KEY] = {"id": user.id, "username": user.username, "role": user.role}
+    join_room(user_room(user.id))
+    return user
+
+
+def socket_user() -> dict[str, Any]:
+    """``{"id", "username", "role"}`` of the socket handling the current event."""
+    return session[SESSION_KEY]

@@ -1,0 +1,49 @@
+"""API tokens: issue, revoke and resolve to a user."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import ApiToken, User, utcnow
+
+
+def issue_token(user: User) -> str:
+    """Store a new token for ``user`` (hashed, with an expiry) and return it in plain."""
+    lifetime = timedelta(seconds=current_app.config["TOKEN_LIFETIME_SECONDS"])
+    token, plain = ApiToken.issue(user, lifetime)
+    db.session.add(token)
+    db.session.commit()
+    return plain
+
+
+def revoke_token(plain: str) -> bool:
+    """Revoke one token; False when it is unknown or already revoked."""
+    token = db.session.scalar(select(ApiToken).filter_by(token_hash=ApiToken.hash(plain)))
+    if token is None or token.revoked_at is not None:
+        return False
+    token.revoked_at = utcnow()
+    db.session.commit()
+    return True
+
+
+def revoke_user_tokens(user: User) -> int:
+    """Revoke every live token of ``user``; returns how many."""
+    tokens = db.session.scalars(
+        select(ApiToken).filter_by(user_id=user.id, revoked_at=None)
+    ).all()
+    for token in tokens:
+        token.revoked_at = utcnow()
+    db.session.commit()
+    return len(tokens)
+
+
+def user_for_token(plain: str | None) -> User | None:
+    """The active user a valid (unexpired, unrevoked) token belongs to, else None."""
+    if not plain:
+        return None
+    token = db.session.scalar(select(ApiToken).filter_by(token_hash=ApiToken.hash(plain)))
+    return token.user if token is not None and token.is_valid else None

@@ -1,0 +1,6 @@
+"""Stub."""
+from flask_socketio import Namespace
+
+
+class ChatNamespace(Namespace):
+    pass

@@ -1,0 +1,6 @@
+"""Stub."""
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    pass

@@ -1,0 +1,85 @@
+"""Who made a change: actor and origin recorded by the triggers in the same transaction.
+
+The triggers in the migrations write every change of ``users`` to ``user_changes``.
+Writes made by the app also say who made them: on PostgreSQL through transaction-local
+settings the trigger reads; on SQLite through the one-row ``change_context`` table,
+filled before each flush and emptied after it, inside the same write transaction.
+After a commit that touched users, the in-process feed is woken at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+from app.extensions import db
+from app.models import User
+
+CONTEXT_KEY = "change_context"
+TOUCHED_KEY = "users_touched"
+
+# Called after every commit that changed users in this process (the feed's wake-up).
+_commit_listeners: list[Callable[[], None]] = []
+
+
+def set_change_context(actor: str | None, origin: str) -> None:
+    """Record who makes the writes of the current session (``ui``, ``api``, ``cli``...)."""
+    db.session.info[CONTEXT_KEY] = (actor, origin)
+
+
+def on_users_committed(listener: Callable[[], None]) -> None:
+    """Call ``listener`` after each commit in this process that changed users."""
+    if listener not in _commit_listeners:
+        _commit_listeners.append(listener)
+
+
+def _touches_users(session: Session) -> bool:
+    return any(isinstance(o, User) for o in (*session.new, *session.dirty, *session.deleted))
+
+
+def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    if not _touches_users(session):
+        return
+    session.info[TOUCHED_KEY] = True
+    actor, origin = session.info.get(CONTEXT_KEY, (None, "app"))
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT set_config('livecrud.actor', :actor, true), "
+                 "set_config('livecrud.origin', :origin, true)"),
+            {"actor": actor or "", "origin": origin},
+        )
+    else:
+        conn.execute(
+            text("INSERT OR REPLACE INTO change_context (id, actor, origin) "
+                 "VALUES (1, :actor, :origin)"),
+            {"actor": actor, "origin": origin},
+        )
+
+
+def _after_flush(session: Session, flush_context: Any) -> None:
+    if session.info.get(TOUCHED_KEY) and session.connection().dialect.name != "postgresql":
+        session.connection().execute(text("DELETE FROM change_context"))
+
+
+def _after_commit(session: Session) -> None:
+    if session.info.pop(TOUCHED_KEY, False):
+        for listener in _commit_listeners:
+            listener()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(TOUCHED_KEY, None)
+
+
+def init_capture(app: Flask) -> None:
+    """Install the session hooks once (they are global to the Session class)."""
+    if not event.contains(Session, "before_flush", _before_flush):
+        event.listen(Session, "before_flush", _before_flush)
+        event.listen(Session, "after_flush", _after_flush)
+        event.listen(Session, "after_commit", _after_commit)
+        event.listen(Session, "after_rollback", _after_rollback)

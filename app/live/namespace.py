@@ -1,0 +1,6 @@
+"""Stub."""
+from flask_socketio import Namespace
+
+
+class UsersNamespace(Namespace):
+    pass

@@ -1,0 +1,5 @@
+"""Stub."""
+
+
+def disconnect_user(user_id: int) -> None:
+    pass

@@ -1,0 +1,235 @@
+"""The database models: users, API tokens, the users change log and chat messages."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.extensions import db
+
+ROLES = ("admin", "user")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """A UTC datetime from a datetime or the text SQLite and PostgreSQL give."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp that is always timezone-aware UTC, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return parse_timestamp(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        return parse_timestamp(value)
+
+
+# SQLite gives INTEGER PRIMARY KEY its autoincrement only for plain INTEGER.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class User(UserMixin, db.Model):
+    """An account: the rows of the live users table."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    # Nullable so that rows inserted with plain SQL are valid (they cannot log in).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(10), default="user", server_default="user")
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=func.current_timestamp()
+    )
+
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: inactive users cannot log in
+        return bool(self.active)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin" and bool(self.active)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The user as every API and Socket.IO payload shows it (never the hash)."""
+        return user_payload(
+            {c: getattr(self, c) for c in USER_FIELDS}
+        )
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.username}>"
+
+
+USER_FIELDS = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
+
+
+def user_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """Normalise a user row (ORM object fields, or a trigger's JSON) to the public shape."""
+    out = {field: row.get(field) for field in USER_FIELDS}
+    out["active"] = bool(out["active"]) if out["active"] is not None else None
+    for field in ("created_at", "updated_at"):
+        ts = parse_timestamp(out[field])
+        out[field] = ts.isoformat() if ts else None
+    return out
+
+
+class ApiToken(db.Model):
+    """A bearer token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: User, lifetime: timedelta) -> tuple[ApiToken, str]:
+        """A new token row (not yet added) and the plain token, shown once."""
+        plain = secrets.token_urlsafe(32)
+        return cls(user=user, token_hash=cls.hash(plain), expires_at=utcnow() + lifetime), plain
+
+    @property
+    def is_valid(self) -> bool:
+        return self.revoked_at is None and self.expires_at > utcnow() and self.user.is_active
+
+
+class UserChange(db.Model):
+    """One insert, update or delete of ``users``, written by database triggers.
+
+    ``cursor`` only grows and is never reused; ``row_after`` is the user after the change
+    (null for a delete), ``row_before`` the user before it (null for an insert).
+    """
+
+    __tablename__ = "user_changes"
+
+    cursor: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    op: Mapped[str] = mapped_column(String(6))
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    row_after: Mapped[dict | None] = mapped_column(JSON)
+    row_before: Mapped[dict | None] = mapped_column(JSON)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    origin: Mapped[str] = mapped_column(String(16), server_default="sql")
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp(), index=True
+    )
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class ChangeContext(db.Model):
+    """Who is writing, for the SQLite triggers (PostgreSQL uses a transaction setting).
+
+    The app fills the one row inside its write transaction and empties it before
+    commit; SQLite's single writer means no other connection ever sees it.
+    """
+
+    __tablename__ = "change_context"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    origin: Mapped[str | None] = mapped_column(String(16))
+
+
+class LiveState(db.Model):
+    """Small key/value facts of the live feed, such as the pruned-through cursor."""
+
+    __tablename__ = "live_state"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChatMessage(db.Model):
+    """A chat message: to a room, or privately to one user (``recipient_id``)."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        UniqueConstraint("sender_id", "client_id", name="uq_chat_messages_sender_client_id"),
+        Index("ix_chat_messages_room_id", "room", "id"),
+        Index("ix_chat_messages_recipient_id_id", "recipient_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room: Mapped[str | None] = mapped_column(String(64))
+    sender_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    sender: Mapped[User] = relationship(foreign_keys=[sender_id])
+    recipient: Mapped[User | None] = relationship(foreign_keys=[recipient_id])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room": self.room,
+            "user": self.sender.username,
+            "to": self.recipient.username if self.recipient else None,
+            "text": self.text,
+            "client_id": self.client_id,
+            "ts": self.created_at.isoformat(),
+        }

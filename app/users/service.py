@@ -1,0 +1,200 @@
+"""Creating, changing and deleting users: the rules every writer (pages, API, CLI) shares."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.extensions import db
+from app.models import ROLES, User
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+EDITABLE = ("username", "email", "password", "role", "active")
+
+
+class UserError(Exception):
+    """Bad input: ``errors`` maps each field to its messages (HTTP 400)."""
+
+    status = 400
+
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__("; ".join(f"{f}: {' '.join(m)}" for f, m in errors.items()))
+        self.errors = errors
+
+
+class DuplicateError(UserError):
+    """The username or email is taken (HTTP 409)."""
+
+    status = 409
+
+
+class StaleVersionError(Exception):
+    """The user changed since the client saw it; ``current`` is the user as it is now."""
+
+    def __init__(self, current: User):
+        super().__init__(
+            f"user {current.id} changed since you loaded it (now version {current.version})"
+        )
+        self.current = current
+
+
+class LastAdminError(Exception):
+    """The change would leave no active admin."""
+
+    def __init__(self) -> None:
+        super().__init__("the last active admin cannot be deactivated, demoted or deleted")
+
+
+def validate(data: dict[str, Any], *, partial: bool = False) -> dict[str, Any]:
+    """Check and normalise user fields; raise UserError with every problem found.
+
+    With ``partial`` only the given fields are checked (for updates); otherwise
+    username, email and password are required.
+    """
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+    unknown = sorted(set(data) - set(EDITABLE))
+    if unknown:
+        errors["_schema"] = [f"Unknown field(s): {', '.join(unknown)}."]
+    required = () if partial else ("username", "email", "password")
+    for field in required:
+        if data.get(field) in (None, ""):
+            errors.setdefault(field, []).append("This field is required.")
+
+    if "username" in data and field_ok(errors, "username", data["username"], str):
+        if not USERNAME_RE.match(data["username"]):
+            errors["username"] = ["3 to 32 letters, digits, '_', '.' or '-'."]
+        else:
+            clean["username"] = data["username"]
+    if "email" in data and field_ok(errors, "email", data["email"], str):
+        try:
+            clean["email"] = validate_email(
+                data["email"], check_deliverability=False
+            ).normalized.lower()
+        except EmailNotValidError as exc:
+            errors["email"] = [str(exc)]
+    if "password" in data and field_ok(errors, "password", data["password"], str):
+        if len(data["password"]) < 8:
+            errors["password"] = ["At least 8 characters."]
+        elif len(data["password"]) > 1024:
+            errors["password"] = ["At most 1024 characters."]
+        else:
+            clean["password"] = data["password"]
+    if "role" in data and field_ok(errors, "role", data["role"], str):
+        if data["role"] not in ROLES:
+            errors["role"] = ["Must be 'admin' or 'user'."]
+        else:
+            clean["role"] = data["role"]
+    if "active" in data and field_ok(errors, "active", data["active"], bool):
+        clean["active"] = data["active"]
+    if errors:
+        raise UserError(errors)
+    return clean
+
+
+def field_ok(errors: dict[str, list[str]], field: str, value: Any, kind: type) -> bool:
+    """Record a type error for ``field`` unless ``value`` is a ``kind``."""
+    if value is None or value == "":
+        if field not in errors:
+            errors[field] = ["This field is required."]
+        return False
+    if not isinstance(value, kind):
+        errors[field] = [f"Must be a {'string' if kind is str else 'boolean'}."]
+        return False
+    return True
+
+
+def create_user(data: dict[str, Any]) -> User:
+    """Validate ``data`` and create the user; commits."""
+    clean = validate(data)
+    _check_unique(clean)
+    user = User(
+        username=clean["username"],
+        email=clean["email"],
+        role=clean.get("role", "user"),
+        active=clean.get("active", True),
+    )
+    user.set_password(clean["password"])
+    db.session.add(user)
+    _commit()
+    return user
+
+
+def update_user(user: User, data: dict[str, Any], expected_version: int | None) -> User:
+    """Apply the given fields if ``user`` is still at ``expected_version``; commits.
+
+    Raises StaleVersionError when the stored user moved on, even between this
+    read and the write (SQLAlchemy's version check).
+    """
+    clean = validate(data, partial=True)
+    if expected_version is not None and expected_version != user.version:
+        raise StaleVersionError(user)
+    _check_unique(clean, exclude_id=user.id)
+    if user.role == "admin" and user.active and (
+        clean.get("role", "admin") != "admin" or clean.get("active", True) is False
+    ):
+        _ensure_other_admin(user)
+    for field in ("username", "email", "role", "active"):
+        if field in clean:
+            setattr(user, field, clean[field])
+    if "password" in clean:
+        user.set_password(clean["password"])
+    try:
+        _commit()
+    except StaleDataError:
+        db.session.rollback()
+        raise StaleVersionError(db.session.get(User, user.id)) from None
+    return user
+
+
+def delete_user(user: User) -> None:
+    """Delete ``user`` unless it is the last active admin; commits."""
+    if user.role == "admin" and user.active:
+        _ensure_other_admin(user)
+    db.session.delete(user)
+    _commit()
+
+
+def _ensure_other_admin(user: User) -> None:
+    # FOR UPDATE serialises two admins demoting each other at once on PostgreSQL.
+    others = db.session.scalars(
+        select(User.id)
+        .where(User.role == "admin", User.active.is_(True), User.id != user.id)
+        .with_for_update()
+    ).all()
+    if not others:
+        raise LastAdminError()
+
+
+def _check_unique(clean: dict[str, Any], exclude_id: int | None = None) -> None:
+    errors: dict[str, list[str]] = {}
+    for field in ("username", "email"):
+        if field not in clean:
+            continue
+        column = getattr(User, field)
+        value = clean[field]
+        query = select(func.count()).select_from(User).where(
+            func.lower(column) == value.lower() if field == "username" else column == value
+        )
+        if exclude_id is not None:
+            query = query.where(User.id != exclude_id)
+        if db.session.scalar(query):
+            errors[field] = [f"This {field} is already taken."]
+    if errors:
+        raise DuplicateError(errors)
+
+
+def _commit() -> None:
+    """Commit; a unique constraint hit by a concurrent writer is a DuplicateError."""
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        message = str(exc.orig).lower()
+        field = "email" if "email" in message else "username"
+        raise DuplicateError({field: [f"This {field} is already taken."]}) from None

@@ -1,0 +1,107 @@
+"""Configuration classes, one per environment, every value read from the environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", BASE_DIR / "instance"))
+
+
+def _secret_key() -> str:
+    """Return SECRET_KEY from the environment, else one generated once and kept on disk."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    path = INSTANCE_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        # Exclusive create: two processes starting together agree on one key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+
+def database_url(url: str | None) -> str:
+    """Normalise a DATABASE_URL: plain ``postgresql://`` means psycopg 3."""
+    if not url:
+        return f"sqlite:///{INSTANCE_DIR / 'livecrud.sqlite'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _origins(value: str | None) -> list[str] | None:
+    """Comma-separated origins; None means same origin only."""
+    if not value:
+        return None
+    return [o.strip() for o in value.split(",") if o.strip()]
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    SECRET_KEY = _secret_key()
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
+    CORS_ALLOWED_ORIGINS = _origins(os.environ.get("CORS_ALLOWED_ORIGINS"))
+    # None lets Flask-SocketIO pick: gevent when monkey-patched, threading under `flask run`.
+    SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE") or None
+    # Largest Socket.IO message accepted (bytes); chat messages are a few KB at most.
+    SOCKETIO_MAX_HTTP_BUFFER_SIZE = int(os.environ.get("SOCKETIO_MAX_HTTP_BUFFER_SIZE", 64 * 1024))
+    MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1024 * 1024))
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None
+
+    USERS_PER_PAGE = 20
+    API_MAX_PER_PAGE = 100
+    TOKEN_LIFETIME_SECONDS = int(os.environ.get("TOKEN_LIFETIME_SECONDS", 30 * 24 * 3600))
+
+    # Live feed: how often the follower looks for changes made outside this process,
+    # how long change-log rows are kept, and how often they are pruned.
+    LIVE_POLL_INTERVAL = float(os.environ.get("LIVE_POLL_INTERVAL", 0.2))
+    LIVE_BATCH_WINDOW = float(os.environ.get("LIVE_BATCH_WINDOW", 0.005))
+    LIVE_RETENTION_SECONDS = int(os.environ.get("LIVE_RETENTION_SECONDS", 7 * 24 * 3600))
+    LIVE_PRUNE_INTERVAL = int(os.environ.get("LIVE_PRUNE_INTERVAL", 3600))
+    LIVE_FEED_ENABLED = True
+
+
+class DevelopmentConfig(Config):
+    """Local development: debug on."""
+
+    DEBUG = True
+
+
+class TestingConfig(Config):
+    """Tests: a fresh database is given by the test fixtures."""
+
+    TESTING = True
+    LIVE_FEED_ENABLED = False
+
+
+class ProductionConfig(Config):
+    """Production: secure cookies."""
+
+    SESSION_COOKIE_SECURE = True
+    REMEMBER_COOKIE_SECURE = True
+
+
+config = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}

@@ -1,0 +1,280 @@
+"""Shared fixtures: one app per test on a fresh, migrated database.
+
+SQLite: the migrations run once per session into a template file, copied per test.
+PostgreSQL (when DATABASE_URL points at one): a migrated template database, cloned
+per test with CREATE DATABASE ... TEMPLATE. Outside CI, PostgreSQL and Redis tests
+skip with the reason; in CI (CI=true) an unreachable server fails them instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from app.extensions import db
+from app.models import User
+from app.users.service import create_user
+from config import database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+PASSWORD = "correct-horse-battery"
+_counter = itertools.count()
+
+
+def unavailable(reason: str) -> None:
+    """Skip (outside CI) or fail (in CI) a test whose service is missing."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app("testing", {"SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+def _pg_url_for(name: str) -> str:
+    """DATABASE_URL with another database name."""
+    url = make_url(database_url(PG_URL)).set(database=name)
+    return url.render_as_string(hide_password=False)
+
+
+def _pg_exec(sql: str) -> None:
+    """Run one statement on the server's maintenance connection (autocommit)."""
+    import psycopg
+
+    url = make_url(database_url(PG_URL)).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
+                         connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    if not PG_URL.startswith(("postgresql", "postgres:")):
+        unavailable("PostgreSQL tests need DATABASE_URL=postgresql://... (make test sets none)")
+    name = f"livecrud_tpl_{os.getpid()}"
+    try:
+        _pg_exec(f"DROP DATABASE IF EXISTS {name}")
+        _pg_exec(f"CREATE DATABASE {name}")
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "unavailable"
+        unavailable(f"PostgreSQL unreachable at DATABASE_URL: {exc}")
+    _migrate(_pg_url_for(name))
+    yield name
+    _pg_exec(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The name of a fresh, empty (unmigrated) PostgreSQL database."""
+    if not PG_URL.startswith(("postgresql", "postgres:")):
+        unavailable("PostgreSQL tests need DATABASE_URL=postgresql://...")
+    name = f"livecrud_t{os.getpid()}_{next(_counter)}"
+    try:
+        _pg_exec(f"CREATE DATABASE {name}")
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"PostgreSQL unreachable at DATABASE_URL: {exc}")
+    yield _pg_url_for(name)
+    _pg_exec(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh migrated database URL; ``BOTH_DATABASES`` runs a test on PostgreSQL too."""
+    if request.param == "sqlite":
+        path = tmp_path / "app.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"livecrud_t{os.getpid()}_{next(_counter)}"
+    _pg_exec(f"CREATE DATABASE {name} TEMPLATE {template}")
+    yield _pg_url_for(name)
+    _pg_exec(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+BOTH_DATABASES = pytest.mark.parametrize(
+    "db_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@pytest.fixture
+def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app(
+        "testing",
+        {"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "test-secret", "SERVER_NAME": None},
+    )
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(app: Flask) -> Callable[..., User]:
+    """Create a user through the service (password ``PASSWORD``)."""
+
+    def make(username: str, role: str = "user", active: bool = True, **extra) -> User:
+        email = extra.pop("email", f"{username}@example.com")
+        return create_user(
+            {"username": username, "email": email, "password": PASSWORD, "role": role,
+             "active": active, **extra}
+        )
+
+    return make
+
+
+@pytest.fixture
+def admin(make_user) -> User:
+    return make_user("admin", role="admin")
+
+
+def csrf_token(client: FlaskClient, url: str = "/login") -> str:
+    """The CSRF token a page hands out (the hidden input or the meta tag)."""
+    html = client.get(url).get_data(as_text=True)
+    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(
+        r'name="csrf-token" content="([^"]+)"', html
+    )
+    assert match, f"no CSRF token on {url}"
+    return match.group(1)
+
+
+def login(client: FlaskClient, username: str, password: str = PASSWORD):
+    """Log in through the real form, CSRF token included."""
+    token = csrf_token(client, "/login")
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token}
+    )
+
+
+# --- a real server process -------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python manage.py run`` (gevent) in a subprocess, on its own port."""
+
+    def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None):
+        self.db_url = db_url
+        self.instance = instance
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log = instance / f"server-{self.port}.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.db_url,
+            "INSTANCE_PATH": str(self.instance),
+            "SECRET_KEY": "test-secret",
+            "FLASK_CONFIG": "development",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def start(self) -> ServerProcess:
+        self.instance.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "run", "--port", str(self.port)],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def flask(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run a ``flask`` CLI command against this server's database, in another process."""
+        return subprocess.run(
+            [sys.executable, "-m", "flask", *args], cwd=ROOT, env=self.env,
+            capture_output=True, text=True, check=check, timeout=60,
+        )
+
+
+@pytest.fixture
+def server_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start real server processes on the test's database; all stopped at the end."""
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(db_url, tmp_path / "instance", env).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(server_factory) -> ServerProcess:
+    return server_factory()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A Redis URL for message-queue tests (REDIS_URL), else skip (fail in CI)."""
+    if not REDIS_URL:
+        unavailable("Redis tests need REDIS_URL=redis://... (make test sets none)")
+    return REDIS_URL
