@@ -90,6 +90,8 @@ class TestingConfig(Config):
     """Tests: a fresh database is given by the test fixtures."""
 
     TESTING = True
+    # In-process tests are not monkey-patched; the follower is driven by the tests.
+    SOCKETIO_ASYNC_MODE = "threading"
     LIVE_FEED_ENABLED = False
 
 

@@ -29,10 +29,13 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
 
 def register_extensions(app: Flask) -> None:
+    from app.database import init_database
+    from app.live.acks import track_acks
     from app.live.capture import init_capture
     from app.security import init_security, origin_checker
 
     db.init_app(app)
+    init_database(app)
     migrate.init_app(app, db, compare_type=True)
     csrf.init_app(app)
     login_manager.init_app(app)
@@ -45,7 +48,8 @@ def register_extensions(app: Flask) -> None:
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
     )
-    init_capture(app)
+    track_acks(socketio.server)
+    init_capture()
     init_security(app)
 
 

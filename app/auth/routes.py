@@ -8,14 +8,21 @@ from sqlalchemy import select
 
 from app.auth import bp
 from app.auth.forms import LoginForm
+from app.auth.sockets import disconnect_local
 from app.extensions import db, login_manager
-from app.live.sessions import disconnect_user
 from app.models import User
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     return db.session.get(User, int(user_id))
+
+
+@bp.before_app_request
+def end_inactive_session() -> None:
+    """A user deactivated while logged in is logged out at their next request."""
+    if current_user.is_authenticated and not current_user.is_active:
+        logout_user()
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -40,8 +47,12 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Log out (a POST with CSRF) and close this user's open Socket.IO connections."""
-    disconnect_user(current_user.id)
+    """Log out (a POST with CSRF) and close this user's open Socket.IO connections.
+
+    With several processes only this one's connections close here (a logout is not
+    a database change); deactivation reaches every process through the feed.
+    """
+    disconnect_local(current_user.id)
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

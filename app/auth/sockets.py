@@ -9,10 +9,11 @@ from flask_login import current_user
 from flask_socketio import join_room
 
 from app.auth.tokens import user_for_token
-from app.extensions import db
+from app.extensions import db, socketio
 from app.models import User
 
 SESSION_KEY = "socket_user"
+NAMESPACES = ("/users", "/chat", "/demo")
 
 
 def user_room(user_id: int) -> str:
@@ -33,7 +34,7 @@ def authenticate(auth: Any) -> User:
     elif isinstance(auth, dict):
         user = user_for_token(auth.get("token"))
     if user is None:
-        db.session.remove()
+        db.session.rollback()
         raise ConnectionRefusedError("authentication required: log in or pass auth={'token': ...}")
     session[SESSION_KEY] = {"id": user.id, "username": user.username, "role": user.role}
     join_room(user_room(user.id))
@@ -43,3 +44,12 @@ def authenticate(auth: Any) -> User:
 def socket_user() -> dict[str, Any]:
     """``{"id", "username", "role"}`` of the socket handling the current event."""
     return session[SESSION_KEY]
+
+
+def disconnect_local(user_id: int) -> None:
+    """Close every Socket.IO connection of ``user_id`` in this process, in every namespace."""
+    manager = socketio.server.manager
+    for namespace in NAMESPACES:
+        sids = [sid for sid, _ in manager.get_participants(namespace, user_room(user_id))]
+        for sid in sids:
+            socketio.server.disconnect(sid, namespace=namespace, ignore_queue=True)

@@ -9,10 +9,9 @@ After a commit that touched users, the in-process feed is woken at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Flask
+from flask import current_app
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
@@ -22,19 +21,10 @@ from app.models import User
 CONTEXT_KEY = "change_context"
 TOUCHED_KEY = "users_touched"
 
-# Called after every commit that changed users in this process (the feed's wake-up).
-_commit_listeners: list[Callable[[], None]] = []
-
 
 def set_change_context(actor: str | None, origin: str) -> None:
     """Record who makes the writes of the current session (``ui``, ``api``, ``cli``...)."""
     db.session.info[CONTEXT_KEY] = (actor, origin)
-
-
-def on_users_committed(listener: Callable[[], None]) -> None:
-    """Call ``listener`` after each commit in this process that changed users."""
-    if listener not in _commit_listeners:
-        _commit_listeners.append(listener)
 
 
 def _touches_users(session: Session) -> bool:
@@ -68,15 +58,16 @@ def _after_flush(session: Session, flush_context: Any) -> None:
 
 def _after_commit(session: Session) -> None:
     if session.info.pop(TOUCHED_KEY, False):
-        for listener in _commit_listeners:
-            listener()
+        feed = current_app.extensions.get("live_feed")
+        if feed is not None:
+            feed.wake()
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(TOUCHED_KEY, None)
 
 
-def init_capture(app: Flask) -> None:
+def init_capture() -> None:
     """Install the session hooks once (they are global to the Session class)."""
     if not event.contains(Session, "before_flush", _before_flush):
         event.listen(Session, "before_flush", _before_flush)

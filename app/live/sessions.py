@@ -1,5 +1,0 @@
-"""Stub."""
-
-
-def disconnect_user(user_id: int) -> None:
-    pass

@@ -1,0 +1,193 @@
+"""The /users namespace with Flask-SocketIO's test client (the follower driven by hand)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from app.auth.tokens import issue_token
+from app.extensions import db, socketio
+from app.live.capture import set_change_context
+from app.live.feed import current_cursor, prune
+from app.users.service import update_user
+from tests.conftest import BOTH_DATABASES, login
+
+NS = "/users"
+
+
+@pytest.fixture
+def connect(app, admin):
+    """Connect a test client to /users with a token of ``user`` (the admin by default)."""
+    clients = []
+
+    def open_client(user=None, **kwargs):
+        kwargs.setdefault("auth", {"token": issue_token(user or admin)})
+        client = socketio.test_client(app, namespace=NS, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        if client.is_connected(NS):
+            client.disconnect(NS)
+
+
+def feed(app):
+    return app.extensions["live_feed"]
+
+
+def events(client, name):
+    return [e["args"][0] for e in client.get_received(NS) if e["name"] == name]
+
+
+def test_connect_without_credentials_is_refused(app):
+    client = socketio.test_client(app, namespace=NS)
+    assert not client.is_connected(NS)
+    bad = socketio.test_client(app, namespace=NS, auth={"token": "not-a-token"})
+    assert not bad.is_connected(NS)
+
+
+def test_connect_with_login_session(app, client, admin):
+    login(client, "admin")
+    sio = socketio.test_client(app, namespace=NS, flask_test_client=client)
+    assert sio.is_connected(NS)
+    ack = sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert [r["username"] for r in ack["rows"]] == ["admin"]
+
+
+def test_snapshot_has_every_user_and_the_current_cursor(connect, make_user):
+    make_user("alice")
+    make_user("bob")
+    ack = connect().emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert ack["cursor"] == current_cursor() == 3
+    assert {r["username"] for r in ack["rows"]} == {"admin", "alice", "bob"}
+    assert all("password_hash" not in r for r in ack["rows"])
+
+
+@BOTH_DATABASES
+def test_resume_replays_the_changes_after_since_then_streams(app, connect, make_user):
+    cursor = current_cursor()
+    alice = make_user("alice")
+    sio = connect()
+    ack = sio.emit("subscribe", {"since": cursor}, namespace=NS, callback=True)
+    assert [(c["op"], c["row"]["username"]) for c in ack["changes"]] == [("insert", "alice")]
+    assert ack["cursor"] == current_cursor()
+
+    set_change_context("admin", "ui")
+    update_user(alice, {"email": "alice@new.example"}, alice.version)
+    assert feed(app).poll_once() == 1
+    [change] = events(sio, "change")
+    assert change["cursor"] == ack["cursor"] + 1
+    assert change["op"] == "update" and change["id"] == alice.id
+    assert change["row"]["email"] == "alice@new.example" and change["row"]["version"] == 2
+    assert change["before"]["email"] == "alice@example.com"
+    assert change["changed"] == ["email"]
+    assert (change["actor"], change["origin"]) == ("admin", "ui")
+
+
+def test_changes_in_one_poll_come_as_one_batch_in_cursor_order(app, connect, make_user):
+    sio = connect()
+    sio.emit("subscribe", {"since": current_cursor()}, namespace=NS, callback=True)
+    for name in ("ann", "amy", "abe"):
+        make_user(name)
+    db.session.execute(text("DELETE FROM users WHERE username = 'amy'"))
+    db.session.commit()
+    assert feed(app).poll_once() == 4
+    [batch] = events(sio, "changes")
+    assert [c["op"] for c in batch] == ["insert", "insert", "insert", "delete"]
+    cursors = [c["cursor"] for c in batch]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 4
+    assert batch[-1]["row"] is None and batch[-1]["origin"] == "sql"
+
+
+def test_plain_sql_update_is_captured_and_bumps_the_version(app, connect, make_user):
+    alice = make_user("alice")
+    version = alice.version
+    sio = connect()
+    sio.emit("subscribe", {"since": current_cursor()}, namespace=NS, callback=True)
+    db.session.execute(text("UPDATE users SET role = 'admin' WHERE id = :id"), {"id": alice.id})
+    db.session.commit()
+    feed(app).poll_once()
+    [change] = events(sio, "change")
+    assert change["row"]["role"] == "admin" and change["row"]["version"] == version + 1
+    assert (change["actor"], change["origin"]) == (None, "sql")
+
+
+@pytest.mark.parametrize("since", ["1", -1, 1.5, True, [1], {"a": 1}])
+def test_bad_since_gets_an_error_and_the_connection_lives_on(connect, since):
+    sio = connect()
+    ack = sio.emit("subscribe", {"since": since}, namespace=NS, callback=True)
+    assert "since" in ack["error"]
+    assert sio.is_connected(NS)
+    assert "rows" in sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+
+
+@pytest.mark.parametrize("payload", [None, "since", 5, [None]])
+def test_payload_that_is_not_an_object_gets_an_error(connect, payload):
+    sio = connect()
+    ack = sio.emit("subscribe", payload, namespace=NS, callback=True)
+    assert "object" in ack["error"]
+    assert sio.is_connected(NS)
+
+
+def test_without_an_ack_the_error_comes_as_an_error_event(connect):
+    sio = connect()
+    sio.emit("subscribe", {"since": "x"}, namespace=NS)
+    assert events(sio, "error") == [{"error": "since must be null or a non-negative integer"}]
+    sio.emit("no_such_event", {}, namespace=NS)
+    assert events(sio, "error") == [{"error": "unknown event 'no_such_event'"}]
+    assert sio.is_connected(NS)
+
+
+def test_since_in_the_future_or_pruned_gets_a_snapshot(app, connect, make_user):
+    make_user("alice")
+    sio = connect()
+    ahead = sio.emit("subscribe", {"since": current_cursor() + 100}, namespace=NS, callback=True)
+    assert "rows" in ahead and ahead["cursor"] == current_cursor()
+
+    old = current_cursor()
+    make_user("bob")
+    feed(app).poll_once()
+    assert prune(timedelta(seconds=-1)) == 3  # everything so far is "old"
+    stale = sio.emit("subscribe", {"since": old - 1}, namespace=NS, callback=True)
+    assert {r["username"] for r in stale["rows"]} == {"admin", "alice", "bob"}
+    fresh = sio.emit("subscribe", {"since": current_cursor()}, namespace=NS, callback=True)
+    assert fresh == {"cursor": current_cursor(), "changes": []}
+
+
+def test_deactivating_a_user_closes_their_sockets(app, connect, make_user, admin):
+    bob = make_user("bob")
+    bob_socket = connect(bob)
+    watcher = connect()
+    watcher.emit("subscribe", {"since": current_cursor()}, namespace=NS, callback=True)
+    assert bob_socket.is_connected(NS)
+    update_user(bob, {"active": False}, bob.version)
+    feed(app).poll_once()
+    assert not bob_socket.is_connected(NS)
+    assert watcher.is_connected(NS)
+    refused = socketio.test_client(app, namespace=NS, auth={"token": issue_token(bob)})
+    assert not refused.is_connected(NS)
+
+
+def test_demoting_an_admin_tells_their_open_pages(app, connect, make_user):
+    boss = make_user("boss", role="admin")
+    boss_socket = connect(boss)
+    update_user(boss, {"role": "user"}, boss.version)
+    connect().emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    feed(app).poll_once()
+    assert events(boss_socket, "permissions") == [{"role": "user", "active": True}]
+
+
+def test_presence_lists_viewers_and_editors(connect, make_user):
+    alice = make_user("alice")
+    viewer = connect()
+    viewer.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    editor = connect(make_user("carol", role="admin"))
+    ack = editor.emit("watch", {"id": alice.id}, namespace=NS, callback=True)
+    assert ack["row"]["username"] == "alice"
+    presence = events(viewer, "presence")[-1]
+    assert presence == {"viewers": ["admin"], "editing": {str(alice.id): ["carol"]}}
+    editor.disconnect(NS)
+    assert events(viewer, "presence")[-1] == {"viewers": ["admin"], "editing": {}}
