@@ -1,0 +1,41 @@
+"""Gunicorn settings for LiveCRUD: one gevent-websocket worker per process.
+
+Used by deploy/entrypoint.sh (and so by the Docker image):
+``gunicorn -c deploy/gunicorn.conf.py manage:app``. Every value can be overridden on the
+command line or through GUNICORN_CMD_ARGS.
+"""
+
+# gevent must patch the standard library before anything else imports it (sockets, ssl,
+# threading), so this is the first thing gunicorn's master runs. manage.py patches too;
+# patching twice is harmless.
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+
+wsgi_app = "manage:app"
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+
+# Socket.IO sessions are sticky: every request of one client must reach the process that
+# holds its session, and gunicorn's master spreads requests over workers at random. So one
+# worker per process; scale out with several processes/containers behind a sticky-session
+# proxy, sharing SOCKETIO_MESSAGE_QUEUE (Redis). See docs/deploy.md.
+worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+workers = 1
+# Each open WebSocket holds one greenlet and one connection for its whole life: this is the
+# ceiling on simultaneous clients of the process, not a pool of request slots.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+
+# A gevent worker only misses its heartbeat when some code blocks without yielding.
+timeout = 60
+graceful_timeout = 20
+keepalive = 5
+
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+# Trust X-Forwarded-* only from these addresses (the reverse proxy).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# No run-time control socket: nothing uses it, and it would need a writable $HOME.
+control_socket_disable = True
