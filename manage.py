@@ -7,16 +7,9 @@ monkey.patch_all()
 import click  # noqa: E402
 
 from app import create_app  # noqa: E402
-from app.extensions import db, socketio  # noqa: E402
-from app.models import ApiToken, ChatMessage, User, UserChange  # noqa: E402
+from app.extensions import socketio  # noqa: E402
 
 app = create_app()
-
-
-@app.shell_context_processor
-def shell_context() -> dict:
-    return {"db": db, "User": User, "ApiToken": ApiToken, "UserChange": UserChange,
-            "ChatMessage": ChatMessage}
 
 
 @click.group()

@@ -1,7 +1,7 @@
-"""api."""
+"""The JSON API under /api: bearer-token auth, users CRUD, token issue and revoke."""
 
 from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import routes  # noqa: E402,F401
+from app.api import errors, routes, tokens  # noqa: E402,F401

@@ -1,1 +1,68 @@
-"""Stub."""
+"""The users resource: list, create, read, change (optimistic locking) and delete."""
+
+from __future__ import annotations
+
+from flask import url_for
+
+from app.api import bp
+from app.api.auth import admin_required, token_required
+from app.api.errors import bad_request
+from app.api.params import json_object, users_query
+from app.extensions import db
+from app.models import User
+from app.users.service import create_user, delete_user, update_user
+
+
+def _get_user(user_id: int) -> User:
+    return db.get_or_404(User, user_id, description=f"no user with id {user_id}")
+
+
+@bp.get("/users")
+@token_required
+def list_users():
+    """One page of users, filtered by ``q``, ``role`` and ``active``, sorted by ``sort``."""
+    query, page, per_page = users_query()
+    result = db.paginate(query, page=page, per_page=per_page, error_out=False, count=True)
+    return {
+        "items": [user.to_dict() for user in result.items],
+        "total": result.total,
+        "page": result.page,
+        "per_page": result.per_page,
+        "pages": result.pages,
+    }
+
+
+@bp.post("/users")
+@admin_required
+def post_user():
+    """Create a user from ``{username, email, password, role?, active?}`` (201)."""
+    user = create_user(json_object())
+    location = url_for("api.get_user", user_id=user.id)
+    return user.to_dict(), 201, {"Location": location}
+
+
+@bp.get("/users/<int:user_id>")
+@token_required
+def get_user(user_id: int):
+    """One user."""
+    return _get_user(user_id).to_dict()
+
+
+@bp.patch("/users/<int:user_id>")
+@admin_required
+def patch_user(user_id: int):
+    """Change the given fields if ``version`` is still the user's version (else 409)."""
+    user = _get_user(user_id)
+    data = json_object()
+    version = data.pop("version", None)
+    if type(version) is not int:
+        raise bad_request({"version": ["Required: the integer version you last saw."]})
+    return update_user(user, data, version).to_dict()
+
+
+@bp.delete("/users/<int:user_id>")
+@admin_required
+def remove_user(user_id: int):
+    """Delete a user (204); the last active admin cannot go."""
+    delete_user(_get_user(user_id))
+    return "", 204
