@@ -22,7 +22,8 @@ def cli() -> None:
 @click.option("--port", default=5000, show_default=True, type=int)
 def run(host: str, port: int) -> None:
     """Serve the app with gevent and gevent-websocket."""
-    socketio.run(app, host=host, port=port)
+    click.echo(f"LiveCRUD on http://{host}:{port} (async mode: {socketio.async_mode})")
+    socketio.run(app, host=host, port=port, debug=False, use_reloader=False, log_output=False)
 
 
 if __name__ == "__main__":

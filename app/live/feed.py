@@ -76,7 +76,10 @@ def change_payload(change: UserChange) -> dict[str, Any]:
 
 
 def snapshot() -> tuple[int, dict[int, dict[str, Any]]]:
-    """Every user and the cursor they are as of, read in one transaction."""
+    """Every user and the cursor they are as of, read in one serializable transaction
+    (PostgreSQL's default would give each statement its own snapshot)."""
+    db.session.rollback()
+    db.session.connection(execution_options={"isolation_level": "SERIALIZABLE"})
     cursor = current_cursor()
     rows = {u.id: u.to_dict() for u in db.session.scalars(select(User).order_by(User.id))}
     return cursor, rows
@@ -214,6 +217,13 @@ class Feed:
             if len(payloads) < BATCH_LIMIT:
                 return sent
 
+    def _catch_up(self, cursor: int) -> None:
+        """Emit everything up to ``cursor`` to the room before a new client joins it."""
+        if cursor > self.head():
+            self._poll_locked()
+            # Changes pruned before they were ever emitted cannot be sent.
+            self.cursor = max(self.head(), cursor)
+
     def _enforce(self, change: dict[str, Any]) -> None:
         """Apply account changes to open sockets: close a deactivated or deleted user's
         connections; tell a user whose role or state changed, so pages adapt."""
@@ -237,24 +247,21 @@ class Feed:
         Either way the follower emits only changes after the returned cursor.
         """
         with self.lock:
+            self._catch_up(current_cursor())
             head = self.head()
             if since is not None and pruned_through() <= since <= head:
-                ack = {"cursor": head, "changes": [change_payload(c)
-                                                   for c in read_changes(since, upto=head)]}
+                ack = {"cursor": head,
+                       "changes": [change_payload(c) for c in read_changes(since, upto=head)]}
             else:
                 cursor, rows = snapshot()
-                if cursor > head:
-                    # The database is ahead of what was emitted: emit it first
-                    # (this client is not in the room yet), then roll the snapshot forward.
-                    self._poll_locked()
-                    # Changes pruned before they were ever emitted cannot be sent.
-                    self.cursor = max(self.head(), cursor)
-                for change in read_changes(cursor, upto=self.head()):
+                self._catch_up(cursor)
+                head = self.head()
+                for change in read_changes(cursor, upto=head):  # roll forward to head
                     if change.row_after:
                         rows[change.user_id] = user_payload(change.row_after)
                     else:
                         rows.pop(change.user_id, None)
-                ack = {"cursor": self.head(), "rows": list(rows.values())}
+                ack = {"cursor": head, "rows": list(rows.values())}
             socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
             # Release the connection now, so the request teardown has no database I/O
             # left: under gevent nothing may yield between the lock and the ack.

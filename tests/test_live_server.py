@@ -1,0 +1,216 @@
+"""The live users table end to end: a real gevent server, python-socketio clients,
+and writers in other processes (CLI, plain SQL), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import socketio
+from sqlalchemy import create_engine, select, text
+
+from app.auth.tokens import issue_token
+from app.extensions import db
+from app.models import UserChange
+from app.users.service import update_user
+from tests.conftest import BOTH_DATABASES
+from tests.live_client import LiveClient
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture
+def live(live_server, admin):
+    """Open LiveClients on the live server with the admin's token; closed at the end."""
+    clients: list[LiveClient] = []
+
+    def open_client(token: str | None = None) -> LiveClient:
+        client = LiveClient(live_server.url, token or issue_token(admin)).connect()
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+def plain_sql(db_url: str, *statements: str) -> None:
+    """Run SQL in another process, as any program outside the app would."""
+    if db_url.startswith("sqlite"):
+        code = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=30); "
+                "[c.execute(s) for s in sys.argv[2:]]; c.commit()")
+        target = db_url.removeprefix("sqlite:///")
+    else:
+        code = ("import psycopg, sys\nwith psycopg.connect(sys.argv[1]) as c:\n"
+                "    [c.execute(s) for s in sys.argv[2:]]")
+        target = db_url.replace("postgresql+psycopg://", "postgresql://")
+    subprocess.run([sys.executable, "-c", code, target, *statements], check=True, timeout=60)
+
+
+def logged_cursors() -> list[int]:
+    db.session.rollback()
+    return list(db.session.scalars(select(UserChange.cursor).order_by(UserChange.cursor)))
+
+
+@BOTH_DATABASES
+def test_changes_from_every_writer_arrive(live, live_server, db_url, make_user):
+    client = live()
+    ack = client.subscribe(None)
+    assert [r["username"] for r in ack["rows"]] == ["admin"]
+
+    result = live_server.flask("users", "create", "cli_user", "--email", "cli@example.com",
+                               "--password", "long-enough-pw")
+    cli_id = int(result.stdout.strip())
+    plain_sql(db_url, "INSERT INTO users (username, email) VALUES ('sql_user', 'sql@example.com')",
+              f"UPDATE users SET role = 'admin' WHERE id = {cli_id}")
+    alice = make_user("alice")  # this test process: a writer that is not the server
+    changes = client.wait_for(4)
+    assert [(c["op"], c["row"]["username"], c["origin"]) for c in changes] == [
+        ("insert", "cli_user", "cli"),
+        ("insert", "sql_user", "sql"),
+        ("update", "cli_user", "sql"),
+        ("insert", "alice", "app"),
+    ]
+    assert changes[2]["changed"] == ["role"] and changes[2]["row"]["version"] == 2
+    assert [c["cursor"] for c in changes] == [ack["cursor"] + i for i in range(1, 5)]
+    assert alice.id == changes[3]["id"]
+
+
+@BOTH_DATABASES
+def test_four_concurrent_writers_exactly_once_in_order(live, db_url, make_user):
+    users = [make_user(f"writer{i}") for i in range(4)]
+    clients = [live(), live()]
+    start = clients[0].subscribe(None)["cursor"]
+    clients[1].subscribe(start)
+    engine = create_engine(db_url, connect_args={"timeout": 30} if "sqlite" in db_url else {})
+
+    def write(user_id: int) -> None:
+        for n in range(200):
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE users SET email = :e WHERE id = :id"),
+                             {"e": f"w{user_id}-{n}@example.com", "id": user_id})
+
+    threads = [threading.Thread(target=write, args=(u.id,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    expected = [c for c in logged_cursors() if c > start]
+    assert len(expected) == 800
+    for client in clients:
+        got = [c["cursor"] for c in client.wait_for(800, timeout=60)]
+        assert got == expected  # every change, once, in cursor order
+        last = {c["id"]: c["row"]["email"] for c in client.changes}
+        assert {last[u.id] for u in users} == {f"w{u.id}-199@example.com" for u in users}
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_postgres_commits_follow_cursor_order(live, db_url, make_user):
+    """A transaction holding an early cursor open makes later writers wait, so a change
+    can never commit behind a cursor the feed has already passed."""
+    first, second = make_user("first").id, make_user("second").id
+    client = live()
+    start = client.subscribe(None)["cursor"]
+    engine = create_engine(db_url)
+    slow = engine.connect()
+    slow_tx = slow.begin()
+    slow.execute(text("UPDATE users SET role = 'admin' WHERE id = :id"), {"id": first})
+    done = threading.Event()
+
+    def fast_writer() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE users SET role = 'admin' WHERE id = :id"),
+                         {"id": second})
+        done.set()
+
+    thread = threading.Thread(target=fast_writer)
+    thread.start()
+    assert not done.wait(1.0), "a second writer committed while an earlier cursor was open"
+    slow_tx.commit()
+    thread.join(10)
+    slow.close()
+    engine.dispose()
+    changes = client.wait_for(2)
+    assert [(c["id"], c["cursor"]) for c in changes] == [(first, start + 1), (second, start + 2)]
+
+
+def test_resume_after_disconnect_misses_nothing(live, live_server, make_user):
+    client = live()
+    client.subscribe(None)
+    make_user("before")
+    client.wait_for(1)
+    last_seen = client.cursor
+    client.close()
+    make_user("while_away1")
+    make_user("while_away2")
+    again = live()
+    ack = again.subscribe(last_seen)
+    assert [c["row"]["username"] for c in ack["changes"]] == ["while_away1", "while_away2"]
+    make_user("after")
+    assert [c["row"]["username"] for c in again.wait_for(1)] == ["after"]
+
+
+def test_old_cursor_after_retention_gets_a_snapshot(server_factory, admin, make_user):
+    server = server_factory({"LIVE_RETENTION_SECONDS": "1", "LIVE_PRUNE_INTERVAL": "1"})
+    client = LiveClient(server.url, issue_token(admin)).connect()
+    try:
+        client.subscribe(None)
+        make_user("old_news")
+        client.wait_for(1)
+        deadline = time.monotonic() + 15
+        while logged_cursors() and time.monotonic() < deadline:
+            make_user(f"tick{int(time.monotonic() * 1000) % 100000}")
+            time.sleep(0.5)
+        ack = client.subscribe(0)
+        assert "rows" in ack and "old_news" in {r["username"] for r in ack["rows"]}
+    finally:
+        client.close()
+
+
+def test_unauthenticated_and_foreign_origin_connections_are_refused(live_server, admin):
+    for kwargs in ({"auth": None}, {"auth": {"token": "forged"}}):
+        sio = socketio.Client(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            sio.connect(live_server.url, namespaces=["/users"], transports=["websocket"],
+                        wait_timeout=5, **kwargs)
+    sio = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        sio.connect(live_server.url, namespaces=["/users"], auth={"token": issue_token(admin)},
+                    headers={"Origin": "http://evil.example"}, wait_timeout=5)
+
+
+def test_malformed_subscribe_answers_an_error_and_the_server_goes_on(live):
+    client = live()
+    for bad in ("nope", ["since"], {"since": -5}, {"since": "3"}, {"since": 2.5}):
+        ack = client.sio.call("subscribe", bad, namespace="/users", timeout=5)
+        assert "error" in ack
+    assert "rows" in client.subscribe(None)
+    assert "rows" in live().subscribe(None)  # and other clients are served
+
+
+@BOTH_DATABASES
+def test_deactivated_users_socket_is_closed(live, db_url, make_user):
+    bob = make_user("bob")
+    bob_client = live(issue_token(bob))
+    bob_client.subscribe(None)
+    plain_sql(db_url, f"UPDATE users SET active = false WHERE id = {bob.id}")
+    assert bob_client.disconnected.wait(10)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        live(issue_token(bob))
+
+
+def test_changes_made_through_the_app_record_their_actor(live, admin, make_user):
+    from app.live.capture import set_change_context
+
+    client = live()
+    client.subscribe(None)
+    bob = make_user("bob")
+    set_change_context("admin", "ui")
+    update_user(bob, {"role": "admin"}, bob.version)
+    change = client.wait_for(2)[1]
+    assert (change["actor"], change["origin"], change["changed"]) == ("admin", "ui", ["role"])
