@@ -1,13 +1,18 @@
-"""Front-end libraries installed from npm, served from node_modules (never committed)."""
+"""Live dashboard data over HTTP, and front-end libraries served from node_modules."""
 
+from datetime import timedelta
 from pathlib import Path
 
-from flask import abort, send_from_directory
+from flask import abort, jsonify, send_from_directory
+from flask_login import login_required
+from sqlalchemy import func, select
 
+from app.extensions import db
 from app.live import bp
+from app.models import User, UserChange, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
-# Only these files, each from its package's dist folder.
+# Only these files, each from its npm package's dist folder (never committed).
 VENDOR = {
     "socket.io.esm.min.js": ROOT / "node_modules/socket.io-client/dist",
     "socket.io.esm.min.js.map": ROOT / "node_modules/socket.io-client/dist",
@@ -20,3 +25,26 @@ def vendor(name: str):
     if folder is None:
         abort(404)
     return send_from_directory(folder, name, max_age=3600)
+
+
+@bp.route("/live/stats")
+@login_required
+def stats():
+    """Counters of the whole table and the changes per minute over the last hour."""
+    now = utcnow()
+    since = now - timedelta(hours=1)
+    per_minute = [0] * 60
+    recent = select(UserChange.created_at).where(UserChange.created_at >= since)
+    for at in db.session.scalars(recent):
+        age = int((now - at).total_seconds() // 60)
+        if 0 <= age < 60:
+            per_minute[59 - age] += 1
+    total, active, admins = db.session.execute(
+        select(
+            func.count(User.id),
+            func.count(User.id).filter(User.active.is_(True)),
+            func.count(User.id).filter(User.active.is_(True), User.role == "admin"),
+        )
+    ).one()
+    return jsonify(now=now.isoformat(), per_minute=per_minute,
+                   counters={"total": total, "active": active, "admins": admins})
