@@ -1,0 +1,80 @@
+"""Socket.IO error handling shared by the chat and playground namespaces.
+
+``ClientError`` (a bad event) is answered with ``{"error": reason}``; any other exception
+in a handler is logged with the namespace, the event and the user, the client gets an
+``error`` event, and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import request, session
+from flask_socketio import Namespace, SocketIO, emit
+
+from app.auth.sockets import SESSION_KEY
+from app.chat.rules import ClientError
+from app.extensions import db
+from app.live.acks import ack_requested
+
+log = logging.getLogger("app.realtime")
+
+
+def reject(reason: str) -> dict[str, str] | None:
+    """The error answer: the ack when one was asked for, else an ``error`` event."""
+    answer = {"error": reason}
+    if ack_requested():
+        return answer
+    emit("error", answer)
+    return None
+
+
+def socket_error_handler(exc: Exception) -> dict[str, str] | None:
+    """Answer a handler's exception; runs inside the event's request context.
+
+    Registered per namespace by ``ReportingNamespace`` and usable as
+    ``socketio.on_error_default`` for every other namespace.
+    """
+    db.session.rollback()
+    if isinstance(exc, ClientError):
+        return reject(str(exc))
+    event = getattr(request, "event", None) or {}
+    user = session_user_name()
+    log.error("socket handler failed: namespace=%s event=%s user=%s",
+              getattr(request, "namespace", "?"), event.get("message"), user, exc_info=exc)
+    answer = {"error": "internal server error", "event": event.get("message")}
+    emit("error", answer)
+    return answer
+
+
+def session_user_name() -> str:
+    """The name of the socket's user, from its Socket.IO session."""
+    return (session.get(SESSION_KEY) or {}).get("username", "anonymous")
+
+
+class ReportingNamespace(Namespace):
+    """A class-based namespace with its own error handler and answers to unknown events.
+
+    ``socketio.on_error(namespace)`` keys handlers by namespace name, and Flask-SocketIO
+    calls them inside the event's request context (so the sid, event and user are known);
+    the namespace registers its handler when it is attached to the SocketIO object.
+    """
+
+    def _set_socketio(self, socketio: SocketIO) -> None:
+        super()._set_socketio(socketio)
+        socketio.on_error(self.namespace)(self.handle_error)
+
+    def handle_error(self, exc: Exception) -> dict[str, str] | None:
+        """Any exception escaping one of this namespace's handlers."""
+        return socket_error_handler(exc)
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        """Answer an event nobody handles with an error instead of ignoring it."""
+        if event not in ("connect", "disconnect") and not hasattr(self, f"on_{event}"):
+            return self.socketio._handle_event(self._unknown, event, self.namespace, *args)
+        return super().trigger_event(event, *args)
+
+    @staticmethod
+    def _unknown(*args: Any) -> None:
+        raise ClientError(f"unknown event {request.event['message']!r}")
