@@ -37,13 +37,17 @@ def socket_error_handler(exc: Exception) -> dict[str, str] | None:
     ``socketio.on_error_default`` for every other namespace.
     """
     db.session.rollback()
+    if isinstance(exc, ConnectionRefusedError):
+        # The built-in one: Flask-SocketIO passes only python-socketio's own through.
+        raise exc
     if isinstance(exc, ClientError):
         return reject(str(exc))
-    event = getattr(request, "event", None) or {}
-    user = session_user_name()
+    event = request.event["message"]
     log.error("socket handler failed: namespace=%s event=%s user=%s",
-              getattr(request, "namespace", "?"), event.get("message"), user, exc_info=exc)
-    answer = {"error": "internal server error", "event": event.get("message")}
+              request.namespace, event, session_user_name(), exc_info=exc)
+    if event == "connect":
+        raise ConnectionRefusedError("internal server error") from exc
+    answer = {"error": "internal server error", "event": event}
     emit("error", answer)
     return answer
 

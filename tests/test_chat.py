@@ -1,0 +1,287 @@
+"""The /chat namespace through Flask-SocketIO's test client (one app, no server)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask_socketio import SocketIOTestClient
+
+from app.auth.tokens import issue_token
+from app.chat import store
+from app.chat.errors import socket_error_handler
+from app.chat.rules import MAX_TEXT
+from app.extensions import db, socketio
+from app.models import ChatMessage, User
+from tests.conftest import login
+
+NS = "/chat"
+
+
+def quick_user(username: str) -> User:
+    """A user without a password (no slow hashing): these tests connect with tokens."""
+    user = User(username=username, email=f"{username}@example.com")
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+@pytest.fixture
+def connect(app) -> Callable[..., SocketIOTestClient]:
+    """A chat socket of a user (created on first use); a second call, a second tab."""
+    clients: list[SocketIOTestClient] = []
+
+    def open_socket(username: str, keep: bool = False) -> SocketIOTestClient:
+        user = store.user_named(username) or quick_user(username)
+        sio = socketio.test_client(app, namespace=NS, auth={"token": issue_token(user)})
+        assert sio.is_connected(NS)
+        if not keep:
+            sio.get_received(NS)
+        clients.append(sio)
+        return sio
+
+    yield open_socket
+    for sio in clients:
+        if sio.is_connected(NS):
+            sio.disconnect(namespace=NS)
+
+
+def call(sio: SocketIOTestClient, event: str, data: Any = None) -> Any:
+    return sio.emit(event, data, namespace=NS, callback=True)
+
+
+def events(sio: SocketIOTestClient, name: str) -> list[Any]:
+    """Payloads of the ``name`` events received since the last look."""
+    out = []
+    for packet in sio.get_received(NS):
+        if packet["name"] == name:
+            args = packet["args"]
+            out.append(args if name == "message" else args[0])
+    return out
+
+
+def received(sio: SocketIOTestClient) -> list[tuple[str, Any]]:
+    return [(p["name"], p["args"] if p["name"] == "message" else p["args"][0])
+            for p in sio.get_received(NS)]
+
+
+def test_anonymous_is_refused_session_and_token_holders_connect(app, client, make_user):
+    assert not socketio.test_client(app, namespace=NS).is_connected(NS)
+    assert not socketio.test_client(app, namespace=NS, auth={"token": "nope"}).is_connected(NS)
+    token = issue_token(quick_user("tina"))
+    sio = socketio.test_client(app, namespace=NS, auth={"token": token})
+    assert events(sio, "status") == [{"room": None, "text": "connected as tina"}]
+    make_user("alice")
+    login(client, "alice")
+    browser = socketio.test_client(app, namespace=NS, flask_test_client=client)
+    assert events(browser, "status") == [{"room": None, "text": "connected as alice"}]
+    answer = browser.emit("message", {"room": "r", "text": "x"}, namespace=NS, callback=True)
+    assert answer == {"error": "join the room first"}
+
+
+def test_join_announces_shows_presence_and_history(connect):
+    alice = connect("alice")
+    for i in range(55):
+        store.save_message(store.user_named("alice").id, f"old {i}", room="lobby")
+    answer = call(alice, "join", {"room": "lobby"})
+    assert answer["ok"] and answer["users"] == ["alice"]
+    assert [m["text"] for m in answer["history"]] == [f"old {i}" for i in range(5, 55)]
+    bob = connect("bob")
+    assert call(bob, "join", {"room": "lobby"})["users"] == ["alice", "bob"]
+    seen = received(alice)
+    assert ("status", {"room": "lobby", "text": "bob joined"}) in seen
+    assert ("presence", {"room": "lobby", "users": ["alice", "bob"]}) in seen
+
+
+def test_leave_and_disconnect_announce_once_per_user(connect):
+    alice, bob, bob_tab = connect("alice"), connect("bob"), connect("bob")
+    for sio in (alice, bob, bob_tab):
+        call(sio, "join", {"room": "lobby"})
+    assert received(alice).count(("status", {"room": "lobby", "text": "bob joined"})) == 1
+    assert call(bob, "leave", {"room": "lobby"}) == {"ok": True, "room": "lobby"}
+    seen = received(alice)
+    assert ("presence", {"room": "lobby", "users": ["alice", "bob"]}) in seen
+    assert not [s for name, s in seen if name == "status"]  # bob still has a tab there
+    bob_tab.disconnect(namespace=NS)
+    seen = received(alice)
+    assert ("status", {"room": "lobby", "text": "bob left"}) in seen
+    assert ("presence", {"room": "lobby", "users": ["alice"]}) in seen
+    assert call(alice, "leave", {"room": "elsewhere"}) == {"error": "you are not in that room"}
+
+
+def test_message_reaches_the_room_only_with_the_login_name(connect):
+    alice, bob, carol = connect("alice"), connect("bob"), connect("carol")
+    call(alice, "join", {"room": "lobby"})
+    call(bob, "join", {"room": "lobby"})
+    call(carol, "join", {"room": "other"})
+    for sio in (alice, bob, carol):
+        sio.get_received(NS)
+    answer = call(alice, "message", {"room": "lobby", "text": "hello", "user": "mallory"})
+    assert answer["ok"] and answer["message"]["user"] == "alice"
+    for sio in (alice, bob):
+        [message] = events(sio, "message")
+        assert (message["user"], message["text"], message["room"]) == ("alice", "hello", "lobby")
+    assert events(carol, "message") == []
+    answer = call(carol, "message", {"room": "lobby", "text": "x"})
+    assert answer == {"error": "join the room first"}
+
+
+def test_same_client_id_is_stored_and_delivered_once(connect):
+    alice, bob = connect("alice"), connect("bob")
+    call(alice, "join", {"room": "lobby"})
+    call(bob, "join", {"room": "lobby"})
+    bob.get_received(NS)
+    first = call(alice, "message", {"room": "lobby", "text": "once", "id": "m-1"})
+    again = call(alice, "message", {"room": "lobby", "text": "once", "id": "m-1"})
+    assert again["duplicate"] and again["message"] == first["message"]
+    assert len(events(bob, "message")) == 1
+    assert len(store.room_history("lobby")) == 1
+
+
+@pytest.mark.parametrize("event,data,error", [
+    ("join", "lobby", "payload must be an object"),
+    ("join", {}, "room must be a string"),
+    ("join", {"room": "no spaces"}, "bad room name"),
+    ("join", {"room": "x" * 33}, "bad room name"),
+    ("join", {"room": "user-999"}, "another user's private room"),
+    ("join", {"room": "user:999"}, "another user's private room"),
+    ("message", ["lobby", "hi"], "payload must be an object"),
+    ("message", {"room": "lobby"}, "text must be a non-empty string"),
+    ("message", {"room": "lobby", "text": "   "}, "text must be a non-empty string"),
+    ("message", {"room": "lobby", "text": "x" * (MAX_TEXT + 1)}, "text too long"),
+    ("message", {"room": "lobby", "text": "hi", "id": 5}, "id must be a string"),
+    ("private", {"to": "nobody", "text": "hi"}, "unknown user 'nobody'"),
+    ("private", {"to": 3, "text": "hi"}, "unknown user 3"),
+    ("history", {"with": "nobody"}, "unknown user 'nobody'"),
+    ("shout", {}, "unknown event 'shout'"),
+])
+def test_bad_events_get_an_error_answer_and_the_connection_lives(connect, event, data, error):
+    alice = connect("alice")
+    call(alice, "join", {"room": "lobby"})
+    answer = call(alice, event, data)
+    assert error in answer["error"]
+    assert alice.is_connected(NS)
+    assert call(alice, "message", {"room": "lobby", "text": "still here"})["ok"]
+
+
+def test_own_private_room_may_be_joined(connect):
+    alice = connect("alice")
+    own = f"user-{store.user_named('alice').id}"
+    assert call(alice, "join", {"room": own})["ok"]
+
+
+def test_without_ack_the_error_comes_as_an_event(connect):
+    alice = connect("alice")
+    alice.emit("join", {"room": "bad room"}, namespace=NS)
+    [error] = events(alice, "error")
+    assert "bad room name" in error["error"]
+
+
+def test_rate_limit_is_per_connection(connect):
+    alice, alice_tab = connect("alice"), connect("alice")
+    for sio in (alice, alice_tab):
+        call(sio, "join", {"room": "lobby"})
+    answers = [call(alice, "message", {"room": "lobby", "text": f"m{i}"}) for i in range(12)]
+    assert all(a.get("ok") for a in answers[:10])
+    assert answers[-1]["error"].startswith("rate limit")
+    assert call(alice_tab, "message", {"room": "lobby", "text": "other tab"})["ok"]
+    assert alice.is_connected(NS)
+
+
+def test_private_reaches_every_session_of_the_recipient_only(connect):
+    alice, bob, bob_tab, carol = connect("alice"), connect("bob"), connect("bob"), connect("carol")
+    answer = call(alice, "private", {"to": "bob", "text": "psst", "user": "carol"})
+    assert answer["ok"] and answer["message"]["user"] == "alice"
+    for sio in (bob, bob_tab):
+        [message] = events(sio, "private")
+        assert (message["user"], message["to"], message["text"]) == ("alice", "bob", "psst")
+    assert events(carol, "private") == [] and events(alice, "private") == []
+    history = call(bob, "history", {"with": "alice"})["messages"]
+    assert [m["text"] for m in history] == ["psst"]
+
+
+def test_offline_recipient_gets_private_messages_on_next_connect(connect):
+    quick_user("bob")
+    alice = connect("alice")
+    call(alice, "private", {"to": "bob", "text": "while you were out"})
+    bob = connect("bob", keep=True)
+    assert [m["text"] for m in events(bob, "private")] == ["while you were out"]
+    assert connect("bob", keep=True) and events(connect("bob", keep=True), "private") == []
+    assert store.undelivered(store.user_named("bob").id) == []
+
+
+def test_history_of_a_room(connect):
+    alice = connect("alice")
+    call(alice, "join", {"room": "lobby"})
+    call(alice, "message", {"room": "lobby", "text": "one"})
+    answer = call(alice, "history", {"room": "lobby"})
+    assert [m["text"] for m in answer["messages"]] == ["one"]
+
+
+def test_handler_crash_is_logged_answered_and_survived(connect, monkeypatch, caplog):
+    alice = connect("alice")
+    call(alice, "join", {"room": "lobby"})
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(store, "save_message", boom)
+    # The migrations' logging.config.fileConfig disabled the loggers existing then.
+    monkeypatch.setattr(logging.getLogger("app.realtime"), "disabled", False)
+    with caplog.at_level(logging.ERROR, logger="app.realtime"):
+        answer = call(alice, "message", {"room": "lobby", "text": "hi"})
+    assert answer == {"error": "internal server error", "event": "message"}
+    assert events(alice, "error") == [answer]
+    [record] = caplog.records
+    assert "namespace=/chat event=message user=alice" in record.getMessage()
+    assert record.exc_info[0] is RuntimeError
+    monkeypatch.undo()
+    assert call(alice, "message", {"room": "lobby", "text": "after"})["ok"]
+
+
+def test_default_error_handler_covers_other_namespaces(app, monkeypatch, caplog):
+    """``socket_error_handler`` as ``on_error_default``: here for /demo without its own."""
+    monkeypatch.setattr(logging.getLogger("app.realtime"), "disabled", False)
+    monkeypatch.delitem(socketio.exception_handlers, "/demo")
+    monkeypatch.setattr(socketio, "default_exception_handler", socket_error_handler)
+    token = issue_token(quick_user("al"))
+    sio = socketio.test_client(app, namespace="/demo", auth={"token": token})
+    demo = socketio.server.namespace_handlers["/demo"]
+    monkeypatch.setattr(demo, "on_my_ping", lambda *a: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="app.realtime"):
+        sio.emit("my_ping", namespace="/demo")
+    assert "namespace=/demo event=my_ping user=al" in caplog.records[0].getMessage()
+    assert {"name": "error", "args": [{"error": "internal server error", "event": "my_ping"}],
+            "namespace": "/demo"} in sio.get_received("/demo")
+    assert sio.is_connected("/demo")
+
+
+def test_chat_page_needs_login_and_has_no_inline_script(client, make_user):
+    assert client.get("/chat").status_code == 302
+    make_user("alice")
+    login(client, "alice")
+    html = client.get("/chat").get_data(as_text=True)
+    assert 'data-username="alice"' in html
+    assert re.findall(r"<script[^>]*>", html) == [
+        '<script type="module" src="/static/js/chat.js">'
+    ]
+    assert "css/realtime.css" in html
+    assert re.search(r"\son[a-z]+\s*=", html) is None  # no inline event handlers
+
+
+def test_websocket_endpoint_needs_an_upgrade(client):
+    answer = client.get("/ws/chat/lobby")
+    assert answer.status_code == 400
+    assert b"WebSocket upgrade required" in answer.data
+
+
+def test_stored_message_shape(connect):
+    alice = connect("alice")
+    call(alice, "join", {"room": "lobby"})
+    message = call(alice, "message", {"room": "lobby", "text": "hi", "id": "c1"})["message"]
+    assert set(message) >= {"id", "room", "user", "text", "ts", "client_id", "to"}
+    row = store.room_history("lobby")[0]
+    assert isinstance(row, ChatMessage) and row.client_id == "c1" and row.sender.username == "alice"
