@@ -1,0 +1,144 @@
+"""The /demo namespace (Flask-SocketIO's classic example) through the test client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask_socketio import SocketIOTestClient
+
+from app.auth.tokens import issue_token
+from app.extensions import db, socketio
+from app.models import User
+from tests.conftest import login
+
+NS = "/demo"
+
+
+@pytest.fixture
+def demo(app) -> Callable[[str], SocketIOTestClient]:
+    """Connect a /demo test client for a (new) user; the ticker sleeps through the test."""
+    app.config["DEMO_TICK_SECONDS"] = 3600
+    clients: list[SocketIOTestClient] = []
+
+    def open_socket(username: str) -> SocketIOTestClient:
+        user = User(username=username, email=f"{username}@example.com")
+        db.session.add(user)
+        db.session.commit()
+        sio = socketio.test_client(app, namespace=NS, auth={"token": issue_token(user)})
+        assert sio.is_connected(NS)
+        clients.append(sio)
+        return sio
+
+    yield open_socket
+    for sio in clients:
+        if sio.is_connected(NS):
+            sio.disconnect(namespace=NS)
+
+
+def responses(sio: SocketIOTestClient, name: str = "my_response") -> list[Any]:
+    return [p["args"][0] if p["args"] else None for p in sio.get_received(NS) if p["name"] == name]
+
+
+def namespace():
+    return socketio.server.namespace_handlers[NS]
+
+
+def test_connect_needs_credentials_and_says_connected(app, demo):
+    assert not socketio.test_client(app, namespace=NS).is_connected(NS)
+    assert responses(demo("alice")) == [{"data": "Connected", "count": 0}]
+
+
+def test_echo_counts_per_session(demo):
+    alice, bob = demo("alice"), demo("bob")
+    for sio in (alice, bob):
+        sio.get_received(NS)
+    alice.emit("my_event", {"data": "one"}, namespace=NS)
+    alice.emit("my_event", {"data": "two"}, namespace=NS)
+    bob.emit("my_event", {"data": "three"}, namespace=NS)
+    assert responses(alice) == [{"data": "one", "count": 1}, {"data": "two", "count": 2}]
+    assert responses(bob) == [{"data": "three", "count": 1}]
+
+
+def test_broadcast_reaches_every_client(demo):
+    alice, bob = demo("alice"), demo("bob")
+    for sio in (alice, bob):
+        sio.get_received(NS)
+    bob.emit("my_broadcast_event", {"data": "all"}, namespace=NS)
+    assert responses(alice) == responses(bob) == [{"data": "all", "count": 1}]
+
+
+def test_rooms_join_leave_send_and_close(demo):
+    alice, bob = demo("alice"), demo("bob")
+    for sio in (alice, bob):
+        sio.get_received(NS)
+    alice.emit("join", {"room": "red"}, namespace=NS)
+    alice.emit("join", {"room": "blue"}, namespace=NS)
+    assert responses(alice)[-1]["data"] == "In rooms: blue, red"
+    alice.emit("leave", {"room": "blue"}, namespace=NS)
+    assert responses(alice)[-1]["data"] == "In rooms: red"
+    bob.emit("my_room_event", {"room": "red", "data": "to red"}, namespace=NS)
+    assert [r["data"] for r in responses(alice)] == ["to red"]
+    assert responses(bob) == []  # bob is not in red
+    bob.emit("close_room", {"room": "red"}, namespace=NS)
+    assert [r["data"] for r in responses(alice)] == ["Room red is closing."]
+    bob.emit("my_room_event", {"room": "red", "data": "anyone?"}, namespace=NS)
+    assert responses(alice) == []
+
+
+def test_disconnect_request_waits_for_the_acknowledgement(demo):
+    alice = demo("alice")
+    alice.get_received(NS)
+    alice.emit("disconnect_request", namespace=NS)
+    assert [r["data"] for r in responses(alice)] == ["Disconnected!"]
+    # The test client never acknowledges: the server has not disconnected it.
+    assert alice.is_connected(NS)
+
+
+def test_ping_gets_pong(demo):
+    alice = demo("alice")
+    alice.get_received(NS)
+    alice.emit("my_ping", namespace=NS)
+    assert [p["name"] for p in alice.get_received(NS)] == ["my_pong"]
+
+
+def test_ticker_starts_once_and_a_tick_reaches_everyone(app, demo, monkeypatch):
+    started: list[Any] = []
+    monkeypatch.setattr(namespace(), "ticker", None)
+    monkeypatch.setattr(socketio, "start_background_task", lambda *a: started.append(a) or "task")
+    alice, bob = demo("alice"), demo("bob")
+    demo("carol")
+    assert len(started) == 1 and namespace().ticker == "task"
+    for sio in (alice, bob):
+        sio.get_received(NS)
+    namespace().tick(app)
+    for sio in (alice, bob):
+        [tick] = responses(sio)
+        assert tick["data"] == "Server generated event" and tick["users"] == 3
+
+
+@pytest.mark.parametrize("event,data,error", [
+    ("my_event", "plain", "payload must be an object"),
+    ("my_event", {"data": 5}, "data must be a string"),
+    ("join", {"room": "a b"}, "bad room name"),
+    ("my_room_event", {"room": "user:999", "data": "x"}, "another user's private room"),
+    ("unknown", {}, "unknown event 'unknown'"),
+])
+def test_bad_events_get_an_error_answer(demo, event, data, error):
+    alice = demo("alice")
+    alice.get_received(NS)
+    assert error in alice.emit(event, data, namespace=NS, callback=True)["error"]
+    alice.emit(event, data, namespace=NS)
+    [answer] = responses(alice, "error")
+    assert error in answer["error"]
+    assert alice.is_connected(NS)
+
+
+def test_page_needs_login_and_shows_the_async_mode(client, make_user):
+    assert client.get("/playground").status_code == 302
+    make_user("alice")
+    login(client, "alice")
+    html = client.get("/playground").get_data(as_text=True)
+    assert '<b id="async-mode">threading</b>' in html
+    assert '<script type="module" src="/static/js/playground.js">' in html
