@@ -74,8 +74,11 @@ def users_query(args: dict[str, Any]) -> Select:
     if args["active"]:
         query = query.where(User.active.is_(ACTIVE_FILTER[args["active"]]))
     column = SORTABLE[args["sort"].lstrip("-")]
+    if column is User.username:  # case-insensitive, like the live table's client-side sort
+        column = func.lower(User.username)
     if args["sort"].startswith("-"):
         return query.order_by(column.desc(), User.id.desc())
+    # Ties by id, in the same direction: the order the dashboard's script keeps.
     return query.order_by(column.asc(), User.id.asc())
 
 
