@@ -74,7 +74,7 @@ class Config:
     # Live feed: how often the follower looks for changes made outside this process,
     # how long change-log rows are kept, and how often they are pruned.
     LIVE_POLL_INTERVAL = float(os.environ.get("LIVE_POLL_INTERVAL", 0.2))
-    LIVE_BATCH_WINDOW = float(os.environ.get("LIVE_BATCH_WINDOW", 0.005))
+    LIVE_BATCH_WINDOW = float(os.environ.get("LIVE_BATCH_WINDOW", 0.002))
     LIVE_RETENTION_SECONDS = int(os.environ.get("LIVE_RETENTION_SECONDS", 7 * 24 * 3600))
     LIVE_PRUNE_INTERVAL = int(os.environ.get("LIVE_PRUNE_INTERVAL", 3600))
     LIVE_FEED_ENABLED = True

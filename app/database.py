@@ -13,10 +13,12 @@ from app.extensions import db
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     # Foreign keys: token and chat rows go with their user. WAL: the live feed's
-    # reads never block a writer's commit. busy_timeout: writers queue, not fail.
+    # reads never block a writer's commit; with synchronous=NORMAL (the usual WAL
+    # setting) a commit does not wait for an fsync. busy_timeout: writers queue.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 

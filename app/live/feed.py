@@ -56,12 +56,14 @@ def read_changes(after: int, upto: int | None = None, limit: int | None = None) 
 
 
 def change_payload(change: UserChange) -> dict[str, Any]:
-    """A change as clients receive it (the contract's fields, plus who, when and what)."""
+    """A change as clients receive it: the contract's fields, plus ``before`` (the
+    watched fields as they were), ``changed`` (which of them differ), who and when."""
     row = user_payload(change.row_after) if change.row_after else None
-    before = user_payload(change.row_before) if change.row_before else None
-    changed = [
-        f for f in WATCHED_FIELDS if (row or {}).get(f) != (before or {}).get(f)
-    ] if row and before else []
+    before = None
+    if change.row_before:
+        old = user_payload(change.row_before)
+        before = {f: old[f] for f in WATCHED_FIELDS}
+    changed = [f for f in WATCHED_FIELDS if row[f] != before[f]] if row and before else []
     return {
         "cursor": change.cursor,
         "op": change.op,

@@ -267,7 +267,7 @@ async function loadStats() {
 
 const feed = new LiveFeed(
   { onChanges, onSnapshot, onPresence, onState: (s) => renderBadge(badge, s) },
-  Number(root.dataset.cursor),
+  { since: Number(root.dataset.cursor) },
 );
 window.liveFeed = feed;  // for people poking at the page from the console
 loadStats();

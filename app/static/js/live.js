@@ -9,11 +9,14 @@ export class LiveFeed {
   /**
    * @param {object} handlers onChanges(list), onSnapshot(rows, cursor), onPresence(p),
    *   onPermissions(p), onState({state, transport, rtt, detail})
-   * @param {number|null} since the cursor of the data already on the page
+   *   and, for a watcher, onWatch(row)
+   * @param {object} from {since: the cursor of the data on the page} to follow the whole
+   *   table, or {watch: a user id} to follow from now on (an edit form)
    */
-  constructor(handlers, since) {
+  constructor(handlers, { since = null, watch = null } = {}) {
     this.handlers = handlers;
     this.cursor = since;
+    this.watch = watch;
     this.subscribed = false;
     this.pending = [];  // changes that overtook the subscribe ack (threading mode)
     this.state = { state: "connecting", transport: null, rtt: null, detail: "" };
@@ -51,9 +54,11 @@ export class LiveFeed {
   }
 
   async subscribe() {
+    const [event, payload] = this.watch === null
+      ? ["subscribe", { since: this.cursor }] : ["watch", { id: this.watch }];
     let ack;
     try {
-      ack = await this.socket.timeout(10000).emitWithAck("subscribe", { since: this.cursor });
+      ack = await this.socket.timeout(10000).emitWithAck(event, payload);
     } catch {
       this.socket.disconnect().connect();  // no answer: start over
       return;
@@ -65,6 +70,9 @@ export class LiveFeed {
     if (ack.rows) {
       this.cursor = ack.cursor;
       this.handlers.onSnapshot?.(ack.rows, ack.cursor);
+    } else if (this.watch !== null) {
+      this.cursor = Math.max(this.cursor ?? 0, ack.cursor);
+      this.handlers.onWatch?.(ack.row);
     } else {
       this.receive(ack.changes);
       this.cursor = Math.max(this.cursor ?? 0, ack.cursor);
@@ -96,10 +104,6 @@ export class LiveFeed {
     } catch {
       this.setState({ rtt: null });
     }
-  }
-
-  emit(event, payload) {
-    return this.socket.timeout(10000).emitWithAck(event, payload);
   }
 
   setState(patch) {

@@ -1,0 +1,243 @@
+"""Live-table benchmark: commit-to-client latency, delivery and server cost.
+
+For each N it starts, in the same run, the bare reference server (bench/bare_server.py)
+and LiveCRUD (`python manage.py run`, gevent, SQLite), connects N Socket.IO clients
+(a Node swarm, bench/swarm.mjs) and measures:
+- latency of every delivery (p50, p99), delivered, lost and out-of-order counts;
+- server memory per connection (RSS growth / N) and CPU per delivered message;
+and prints LiveCRUD's figures as ratios to the bare stack's (absolute times on shared
+machines drift by a third from run to run; the ratios much less).
+
+    .venv/bin/python bench/live.py --clients 1 100 1000
+    .venv/bin/python bench/live.py --clients 1000 --burst 200 --seconds 10
+    .venv/bin/python bench/live.py --clients 5000 --no-bare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+class Swarm:
+    """The Node client swarm, driven over stdin/stdout."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(["node", str(ROOT / "bench/swarm.mjs")], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, line: str) -> dict:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait(30)
+
+
+class Server:
+    """A server process, with its memory and CPU readings."""
+
+    def __init__(self, args: list[str], port: int, env: dict | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(port, self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def measure(server: Server, clients: int, connect: dict, fire, count: int) -> dict:
+    """Connect the swarm, fire ``count`` events through ``fire``, report the deliveries."""
+    swarm = Swarm()
+    try:
+        rss_before = rss_kb(server.proc.pid)
+        swarm.ask("connect " + json.dumps({**connect, "url": server.url, "clients": clients}))
+        time.sleep(1)
+        rss_after = rss_kb(server.proc.pid)
+        cpu_before = cpu_seconds(server.proc.pid)
+        fire()
+        expected = count * clients
+        deadline = time.monotonic() + 30
+        result = swarm.ask("report")
+        delivered = result["delivered"]
+        latencies = [result]
+        while delivered < expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            more = swarm.ask("report")
+            delivered += more["delivered"]
+            latencies.append(more)
+        cpu = cpu_seconds(server.proc.pid) - cpu_before
+        # Percentiles of the first report cover nearly everything; merge by max for safety.
+        worst = max(latencies, key=lambda r: r["p99_ms"] or 0)
+        return {
+            "clients": clients, "events": count, "delivered": delivered,
+            "lost": expected - delivered,
+            "out_of_order": sum(r["out_of_order"] for r in latencies),
+            "p50_ms": result["p50_ms"], "p99_ms": worst["p99_ms"], "max_ms": worst["max_ms"],
+            "kb_per_connection": round((rss_after - rss_before) / clients, 1),
+            "server_rss_mb": round(rss_kb(server.proc.pid) / 1024, 1),
+            "cpu_us_per_message": round(cpu / max(delivered, 1) * 1e6, 1),
+        }
+    finally:
+        swarm.close()
+
+
+def bare_run(clients: int, events: int, interval: float) -> dict:
+    port = free_port()
+    server = Server([PY, "bench/bare_server.py", str(port)], port)
+    try:
+        def fire() -> None:
+            with requests.Session() as http:
+                for seq in range(events):
+                    http.post(f"{server.url}/emit", params={"seq": seq}, timeout=30)
+                    time.sleep(interval)
+
+        return measure(server, clients, {"namespace": "/", "event": "bare"}, fire, events)
+    finally:
+        server.stop()
+
+
+def setup_livecrud(workdir: Path, writers: int) -> tuple[dict, str, list[int]]:
+    env = {"INSTANCE_PATH": str(workdir), "DATABASE_URL": f"sqlite:///{workdir}/bench.sqlite",
+           "SECRET_KEY": "bench-only", "FLASK_CONFIG": "production"}
+    run = lambda *a: subprocess.run([PY, "-m", "flask", *a], cwd=ROOT, check=True,  # noqa: E731
+                                    env={**os.environ, **env}, capture_output=True,
+                                    text=True).stdout.strip()
+    run("db", "upgrade")
+    run("users", "create", "bench", "--email", "bench@example.com", "--password",
+        "bench-password", "--admin")
+    ids = [int(run("users", "create", f"target{i}", "--email", f"target{i}@example.com",
+                   "--password", "bench-password")) for i in range(writers)]
+    return env, run("tokens", "issue", "bench"), ids
+
+
+def livecrud_run(clients: int, events: int, interval: float, rate: float | None,
+                 writers: int = 8) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        env, token, ids = setup_livecrud(Path(tmp), writers)
+        port = free_port()
+        server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            def patch_loop(user_id: int, times: list[float]) -> None:
+                with requests.Session() as http:
+                    version = http.get(f"{server.url}/api/users/{user_id}", headers=headers,
+                                       timeout=30).json()["version"]
+                    for n, at in enumerate(times):
+                        time.sleep(max(0.0, at - time.monotonic()))
+                        r = http.patch(f"{server.url}/api/users/{user_id}", headers=headers,
+                                       json={"email": f"u{user_id}-{n}@example.com",
+                                             "version": version}, timeout=30)
+                        r.raise_for_status()
+                        version = r.json()["version"]
+
+            def fire() -> None:
+                start = time.monotonic() + 0.2
+                step = 1 / rate if rate else interval
+                schedule = [start + i * step for i in range(events)]
+                per_writer = [schedule[w::writers] for w in range(writers)]
+                with ThreadPoolExecutor(writers) as pool:
+                    for f in [pool.submit(patch_loop, ids[w], per_writer[w])
+                              for w in range(writers) if per_writer[w]]:
+                        f.result()
+
+            return measure(server, clients, {"namespace": "/users", "event": "changes",
+                                             "token": token, "subscribe": True}, fire, events)
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--events", type=int, default=20, help="changes per run")
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between changes")
+    parser.add_argument("--burst", type=float, help="changes per second (overrides --interval)")
+    parser.add_argument("--seconds", type=float, default=10, help="burst length")
+    parser.add_argument("--no-bare", action="store_true", help="skip the reference server")
+    args = parser.parse_args()
+    events = int(args.burst * args.seconds) if args.burst else args.events
+
+    rows = []
+    for n in args.clients:
+        bare = None if args.no_bare else bare_run(n, events, 1 / args.burst if args.burst
+                                                   else args.interval)
+        ours = livecrud_run(n, events, args.interval, args.burst)
+        rows.append({"bare": bare, "livecrud": ours})
+        print(f"\nN={n}, {events} changes" + (f" at {args.burst:g}/s" if args.burst else ""))
+        print(f"  {'':10} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'ooo':>5} "
+              f"{'KB/conn':>8} {'CPU us/msg':>10}")
+        for name, r in (("bare", bare), ("livecrud", ours)):
+            if r:
+                print(f"  {name:10} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['lost']:6d} "
+                      f"{r['out_of_order']:5d} {r['kb_per_connection']:8.1f} "
+                      f"{r['cpu_us_per_message']:10.1f}")
+        if bare:
+            print(f"  {'ratio':10} {ours['p50_ms'] / bare['p50_ms']:8.2f} "
+                  f"{ours['p99_ms'] / bare['p99_ms']:8.2f} {'':6} {'':5} "
+                  f"{ours['kb_per_connection'] / max(bare['kb_per_connection'], 0.1):8.2f} "
+                  f"{ours['cpu_us_per_message'] / max(bare['cpu_us_per_message'], 0.1):10.2f}")
+    out = ROOT / "bench/results"
+    out.mkdir(exist_ok=True)
+    path = out / f"live-{int(time.time())}.json"
+    path.write_text(json.dumps({"args": vars(args), "runs": rows}, indent=2))
+    print(f"\nraw figures: {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda a: (print(a.exc_value, file=sys.stderr), os._exit(1))
+    main()

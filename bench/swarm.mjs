@@ -1,0 +1,92 @@
+// A swarm of Socket.IO clients for bench/live.py. Reads commands on stdin, one per line:
+//   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool}
+//   report            -> prints one JSON line of latency/delivery stats, then resets them
+//   quit
+// Latency of one delivery = arrival time - the event's own timestamp (the change's
+// commit time "at", or the bare server's "t"), both on this machine's clock.
+import { createInterface } from "node:readline";
+import { io } from "socket.io-client";
+
+let sockets = [];
+let latencies = [];
+let delivered = 0;
+let outOfOrder = 0;
+let lastSeen = new Map();  // socket index -> last cursor/seq
+
+const now = () => performance.timeOrigin + performance.now();
+const send = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
+
+function record(index, seq, sentAt) {
+  delivered += 1;
+  latencies.push(now() - sentAt);
+  const last = lastSeen.get(index);
+  if (last !== undefined && seq <= last) outOfOrder += 1;
+  lastSeen.set(index, seq);
+}
+
+function open(index, opts) {
+  return new Promise((resolve, reject) => {
+    const socket = io(opts.url + opts.namespace, {
+      forceNew: true, transports: ["websocket"], reconnection: false,
+      auth: opts.token ? { token: opts.token } : undefined,
+    });
+    const timer = setTimeout(() => reject(new Error(`client ${index}: connect timeout`)), 60000);
+    socket.on("connect_error", (err) => { clearTimeout(timer); reject(err); });
+    socket.on("connect", async () => {
+      clearTimeout(timer);
+      if (opts.subscribe) {
+        const ack = await socket.timeout(60000).emitWithAck("subscribe", { since: null });
+        if (ack.error) return reject(new Error(ack.error));
+      }
+      resolve(socket);
+    });
+    if (opts.event === "changes") {
+      const one = (c) => record(index, c.cursor, Date.parse(c.at));
+      socket.on("change", one);
+      socket.on("changes", (list) => list.forEach(one));
+    } else {
+      socket.on(opts.event, (m) => record(index, m.seq, m.t));
+    }
+  });
+}
+
+async function connect(opts) {
+  const batch = 50;  // do not stampede the accept loop
+  for (let i = 0; i < opts.clients; i += batch) {
+    const group = [];
+    for (let j = i; j < Math.min(opts.clients, i + batch); j++) group.push(open(j, opts));
+    sockets.push(...(await Promise.all(group)));
+  }
+  send({ ready: sockets.length });
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function report() {
+  const sorted = Float64Array.from(latencies).sort();
+  send({
+    delivered, out_of_order: outOfOrder,
+    p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99),
+    max_ms: sorted.length ? sorted[sorted.length - 1] : null,
+    connected: sockets.filter((s) => s.connected).length,
+  });
+  latencies = []; delivered = 0; outOfOrder = 0;
+}
+
+const rl = createInterface({ input: process.stdin });
+rl.on("line", async (line) => {
+  const [command, ...rest] = line.split(" ");
+  try {
+    if (command === "connect") await connect(JSON.parse(rest.join(" ")));
+    else if (command === "report") report();
+    else if (command === "quit") {
+      sockets.forEach((s) => s.disconnect());
+      process.exit(0);
+    }
+  } catch (err) {
+    send({ error: String(err) });
+  }
+});
