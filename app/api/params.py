@@ -13,6 +13,8 @@ from app.api.errors import ApiError, bad_request
 from app.models import ROLES, User
 
 SORTABLE = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
+# Larger page numbers would overflow the database's OFFSET arithmetic.
+MAX_INT = 2**31 - 1
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -73,8 +75,8 @@ def _positive_int(args: Any, name: str, default: int, errors: dict[str, list[str
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
-        errors[name] = ["Must be a positive integer."]
+    if not 1 <= value <= MAX_INT:
+        errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
     return value
 
 
