@@ -470,3 +470,13 @@ def test_list_rejects_bad_parameters(client: FlaskClient, admin_auth, query, fie
     response = client.get("/api/users", headers=admin_auth, query_string=query)
     assert response.status_code == 400
     assert response.get_json()["errors"][field]
+
+
+@pytest.mark.parametrize(
+    "method,url,status",
+    [("put", "/api/users", 405), ("post", "/api/users/1", 405), ("get", "/api/nothing", 404)],
+)
+def test_routing_errors_are_json(client: FlaskClient, admin_auth, method, url, status):
+    response = getattr(client, method)(url, headers=admin_auth)
+    assert response.status_code == status
+    assert response.is_json and response.get_json()["error"]
