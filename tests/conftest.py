@@ -244,6 +244,11 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    def restart(self) -> ServerProcess:
+        """Stop and start again on the same port (clients see a server restart)."""
+        self.stop()
+        return self.start()
+
     def flask(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a ``flask`` CLI command against this server's database, in another process."""
         return subprocess.run(
