@@ -12,7 +12,7 @@ from app.extensions import db, socketio
 from app.live.capture import set_change_context
 from app.live.feed import current_cursor, prune
 from app.users.service import update_user
-from tests.conftest import BOTH_DATABASES, login
+from tests.conftest import BOTH_DATABASES, csrf_token, login
 
 NS = "/users"
 
@@ -191,3 +191,11 @@ def test_presence_lists_viewers_and_editors(connect, make_user):
     assert presence == {"viewers": ["admin"], "editing": {str(alice.id): ["carol"]}}
     editor.disconnect(NS)
     assert events(viewer, "presence")[-1] == {"viewers": ["admin"], "editing": {}}
+
+
+def test_logging_out_closes_the_users_sockets(app, client, admin):
+    login(client, "admin")
+    sio = socketio.test_client(app, namespace=NS, flask_test_client=client)
+    assert sio.is_connected(NS)
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
+    assert not sio.is_connected(NS)

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import requests
 import socketio
 from sqlalchemy import create_engine, select, text
 
@@ -16,7 +17,7 @@ from app.auth.tokens import issue_token
 from app.extensions import db
 from app.models import UserChange
 from app.users.service import update_user
-from tests.conftest import BOTH_DATABASES
+from tests.conftest import BOTH_DATABASES, PASSWORD
 from tests.live_client import LiveClient
 
 pytestmark = pytest.mark.server
@@ -50,6 +51,31 @@ def plain_sql(db_url: str, *statements: str) -> None:
     subprocess.run([sys.executable, "-c", code, target, *statements], check=True, timeout=60)
 
 
+def form_create(base: str, username: str) -> None:
+    """Log in and submit the create-user form over HTTP, CSRF token and all."""
+    def token(html: str) -> str:
+        return html.split('name="csrf_token"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+
+    with requests.Session() as http:
+        page = http.get(f"{base}/login", timeout=10).text
+        http.post(f"{base}/login", data={"username": "admin", "password": PASSWORD,
+                                         "csrf_token": token(page)}, timeout=10)
+        page = http.get(f"{base}/users/new", timeout=10).text
+        r = http.post(f"{base}/users/new", timeout=10, data={
+            "username": username, "email": f"{username}@example.com", "role": "user",
+            "active": "y", "password": "long-enough-pw", "csrf_token": token(page)})
+        assert r.status_code == 200 and r.url.rstrip("/") == base, r.text[:500]
+
+
+def api_create(base: str, username: str) -> None:
+    token = requests.post(f"{base}/api/tokens", auth=("admin", PASSWORD), timeout=10).json()
+    r = requests.post(f"{base}/api/users", timeout=10,
+                      headers={"Authorization": f"Bearer {token['token']}"},
+                      json={"username": username, "email": f"{username}@example.com",
+                            "password": "long-enough-pw"})
+    assert r.status_code == 201, r.text
+
+
 def logged_cursors() -> list[int]:
     db.session.rollback()
     return list(db.session.scalars(select(UserChange.cursor).order_by(UserChange.cursor)))
@@ -67,15 +93,19 @@ def test_changes_from_every_writer_arrive(live, live_server, db_url, make_user):
     plain_sql(db_url, "INSERT INTO users (username, email) VALUES ('sql_user', 'sql@example.com')",
               f"UPDATE users SET role = 'admin' WHERE id = {cli_id}")
     alice = make_user("alice")  # this test process: a writer that is not the server
-    changes = client.wait_for(4)
-    assert [(c["op"], c["row"]["username"], c["origin"]) for c in changes] == [
-        ("insert", "cli_user", "cli"),
-        ("insert", "sql_user", "sql"),
-        ("update", "cli_user", "sql"),
-        ("insert", "alice", "app"),
+    form_create(live_server.url, "form_user")
+    api_create(live_server.url, "api_user")
+    changes = client.wait_for(6)
+    assert [(c["op"], c["row"]["username"], c["origin"], c["actor"]) for c in changes] == [
+        ("insert", "cli_user", "cli", changes[0]["actor"]),
+        ("insert", "sql_user", "sql", None),
+        ("update", "cli_user", "sql", None),
+        ("insert", "alice", "app", None),
+        ("insert", "form_user", "ui", "admin"),
+        ("insert", "api_user", "api", "admin"),
     ]
     assert changes[2]["changed"] == ["role"] and changes[2]["row"]["version"] == 2
-    assert [c["cursor"] for c in changes] == [ack["cursor"] + i for i in range(1, 5)]
+    assert [c["cursor"] for c in changes] == [ack["cursor"] + i for i in range(1, 7)]
     assert alice.id == changes[3]["id"]
 
 
