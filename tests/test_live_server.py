@@ -244,3 +244,26 @@ def test_changes_made_through_the_app_record_their_actor(live, admin, make_user)
     update_user(bob, {"role": "admin"}, bob.version)
     change = client.wait_for(2)[1]
     assert (change["actor"], change["origin"], change["changed"]) == ("admin", "ui", ["role"])
+
+
+@pytest.mark.parametrize("queue", [False, True], ids=["no-queue", "redis-queue"])
+def test_a_change_through_another_server_process_arrives_once(server_factory, admin, queue,
+                                                              request):
+    env = {"SOCKETIO_MESSAGE_QUEUE": request.getfixturevalue("redis_url")} if queue else {}
+    first, second = server_factory(env), server_factory(env)
+    client = LiveClient(first.url, issue_token(admin)).connect()
+    other = LiveClient(second.url, issue_token(admin)).connect()
+    try:
+        start = client.subscribe(None)["cursor"]
+        other.subscribe(None)
+        api_create(second.url, "via_second")
+        api_create(first.url, "via_first")
+        for c in (client, other):
+            got = c.wait_for(2)
+            assert [(x["cursor"], x["row"]["username"]) for x in got] == [
+                (start + 1, "via_second"), (start + 2, "via_first")]
+        time.sleep(0.5)  # a duplicate through the queue would have arrived by now
+        assert len(client.changes) == 2 and len(other.changes) == 2
+    finally:
+        client.close()
+        other.close()
