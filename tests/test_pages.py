@@ -348,3 +348,19 @@ def test_api_errors_are_json(client: FlaskClient) -> None:
     wrong = client.put("/api/users")
     assert wrong.status_code == 405 and wrong.get_json()["error"]
     assert "GET" in wrong.headers["Allow"]
+
+
+def test_unhandled_errors_are_a_500_page_or_json(app: Flask, client: FlaskClient) -> None:
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    app.add_url_rule("/boom", "boom", boom)
+    app.add_url_rule("/api/boom", "api_boom", boom)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    page = client.get("/boom")
+    assert page.status_code == 500
+    html = page.get_data(as_text=True)
+    assert "Something went wrong" in html and "css/app.css" in html
+    assert "RuntimeError" not in html  # no traceback for visitors
+    api = client.get("/api/boom")
+    assert api.status_code == 500 and api.get_json() == {"error": "Internal Server Error"}
