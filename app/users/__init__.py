@@ -1,7 +1,7 @@
-"""users."""
+"""The users pages: the live list (dashboard) and the admin create, edit and delete forms."""
 
 from flask import Blueprint
 
 bp = Blueprint("users", __name__)
 
-from app.users import routes  # noqa: E402,F401
+from app.users import routes  # noqa: E402,F401  (registers the views on bp)
