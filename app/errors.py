@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+
+from app.users.service import UserGoneError
 
 PAGE_CODES = (400, 403, 404, 405, 409, 413, 500)
 CSRF_MESSAGE = "The form expired or came from another page. Please go back, reload it and retry."
@@ -52,3 +54,4 @@ def register(app: Flask) -> None:
     """Install the handlers; the 500 one also catches unhandled exceptions."""
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(UserGoneError, lambda e: handle_http_error(NotFound(str(e))))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
+from flask import Flask, g, request_started
 from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
@@ -126,12 +126,23 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
+def _fresh_g(sender: Flask, **extra: object) -> None:
+    g.__dict__.clear()
+
+
 @pytest.fixture
 def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
+    """The app on a fresh database, with an app context pushed for the test's own code.
+
+    Requests made while that context is pushed would share its ``g`` (Flask-Login's
+    cached user, Flask-WTF's token), so each request starts with a fresh ``g``, as in
+    production.
+    """
     app = create_app(
         "testing",
         {"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "test-secret", "SERVER_NAME": None},
     )
+    request_started.connect(_fresh_g, app)
     with app.app_context():
         yield app
         db.session.remove()

@@ -6,7 +6,6 @@ from flask.testing import FlaskClient
 
 from app.models import User
 from tests.conftest import PASSWORD, csrf_token, login
-from tests.test_pages import fresh_g_per_request  # noqa: F401  (autouse: a fresh g per request)
 
 
 def logged_in(client: FlaskClient) -> bool:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from flask import Flask, g, request_started
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
@@ -14,22 +13,6 @@ from app.extensions import db
 from app.models import User, UserChange
 from app.users.service import update_user
 from tests.conftest import BOTH_DATABASES, PASSWORD, csrf_token, login
-
-
-@pytest.fixture(autouse=True)
-def fresh_g_per_request(app: Flask) -> Iterator[None]:
-    """Give every request a fresh ``g``, as in production.
-
-    conftest keeps one app context pushed for the whole test, so requests would share
-    ``g``: Flask-Login's cached user and Flask-WTF's token would leak between clients.
-    """
-
-    def reset(sender: Flask, **extra: object) -> None:
-        g.__dict__.clear()
-
-    request_started.connect(reset, app)
-    yield
-    request_started.disconnect(reset, app)
 
 
 @pytest.fixture
@@ -364,3 +347,15 @@ def test_unhandled_errors_are_a_500_page_or_json(app: Flask, client: FlaskClient
     assert "RuntimeError" not in html  # no traceback for visitors
     api = client.get("/api/boom")
     assert api.status_code == 500 and api.get_json() == {"error": "Internal Server Error"}
+
+
+def test_saving_a_user_deleted_meanwhile_answers_404(admin_client: FlaskClient, bob: User):
+    """The row vanishes between loading the form and saving it: a 404, not a crash."""
+    bob_id, version = bob.id, bob.version
+    token = csrf_token(admin_client, f"/users/{bob_id}/edit")
+    db.session.execute(text("DELETE FROM users WHERE id = :id"), {"id": bob_id})
+    db.session.commit()
+    response = admin_client.post(f"/users/{bob_id}/edit", data={
+        "username": "bob", "email": "bob@example.com", "role": "user", "active": "y",
+        "version": version, "csrf_token": token})
+    assert response.status_code == 404

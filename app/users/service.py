@@ -43,6 +43,13 @@ class StaleVersionError(Exception):
         self.current = current
 
 
+class UserGoneError(LookupError):
+    """The user was deleted while it was being changed (HTTP 404)."""
+
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"user {user_id} was deleted")
+
+
 class LastAdminError(Exception):
     """The change would leave no active admin."""
 
@@ -144,11 +151,15 @@ def update_user(user: User, data: dict[str, Any], expected_version: int | None) 
             setattr(user, field, clean[field])
     if "password" in clean:
         user.set_password(clean["password"])
+    user_id = user.id
     try:
         _commit()
     except StaleDataError:
         db.session.rollback()
-        raise StaleVersionError(db.session.get(User, user.id)) from None
+        current = db.session.get(User, user_id)
+        if current is None:
+            raise UserGoneError(user_id) from None
+        raise StaleVersionError(current) from None
     return user
 
 

@@ -1,0 +1,34 @@
+"""The users service under races that the pages and the API cannot set up exactly."""
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.users.service import StaleVersionError, UserGoneError, update_user
+from tests.conftest import BOTH_DATABASES
+
+
+def other_writer(db_url: str, sql: str) -> None:
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(sql))
+    engine.dispose()
+
+
+@BOTH_DATABASES
+def test_a_write_against_a_row_changed_meanwhile_is_a_conflict(db_url, make_user):
+    bob = make_user("bob")
+    loaded = bob.version
+    other_writer(db_url, f"UPDATE users SET email = 'other@example.com' WHERE id = {bob.id}")
+    with pytest.raises(StaleVersionError) as caught:
+        update_user(bob, {"role": "admin"}, loaded)  # the session still holds the old row
+    assert caught.value.current.email == "other@example.com"
+    assert caught.value.current.role == "user"
+
+
+@BOTH_DATABASES
+def test_a_write_against_a_row_deleted_meanwhile_says_it_is_gone(db_url, make_user):
+    bob = make_user("bob")
+    loaded, bob_id = bob.version, bob.id
+    other_writer(db_url, f"DELETE FROM users WHERE id = {bob_id}")
+    with pytest.raises(UserGoneError, match=f"user {bob_id} was deleted"):
+        update_user(bob, {"role": "admin"}, loaded)
