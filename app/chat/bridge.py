@@ -9,6 +9,7 @@ Frames in: ``{"text": ..., "id"?: ...}``; frames out: room messages ``{"room", "
 from __future__ import annotations
 
 import json
+import struct
 import uuid
 from typing import Any
 
@@ -47,7 +48,7 @@ def serve(room: str) -> Response:
         room = room_name(room, user.id)
     except ClientError as exc:
         ws.send(json.dumps({"error": str(exc)}))
-        ws.close(POLICY_VIOLATION, str(exc)[:120].encode())
+        close(ws, POLICY_VIOLATION, str(exc))
         return Response(status=200)
     me = {"id": user.id, "username": user.username}
     db.session.remove()  # the connection may live for hours: give the DB connection back
@@ -63,6 +64,12 @@ def serve(room: str) -> Response:
     finally:
         hub.leave(conn, room)
     return Response(status=200)
+
+
+def close(ws: Any, code: int, reason: str) -> None:
+    """Close with a status code (gevent-websocket's ``close`` sends the reason alone)."""
+    ws.send_frame(struct.pack("!H", code) + reason.encode()[:120], opcode=ws.OPCODE_CLOSE)
+    ws.closed = True
 
 
 def handle_frame(frame: Any, me: dict[str, Any], room: str,

@@ -14,6 +14,9 @@ def index() -> str:
     return render_template("chat/index.html", username=current_user.username, max_text=MAX_TEXT)
 
 
+# Werkzeug routes an upgrade request only to a rule marked websocket=True; the plain
+# rule lets other requests reach the view for its clear 400.
+@bp.route("/ws/chat/<room>", websocket=True)
 @bp.route("/ws/chat/<room>")
 def websocket(room: str):
     """A plain WebSocket into a chat room (token auth; see docs/realtime.md)."""

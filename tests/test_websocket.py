@@ -1,0 +1,80 @@
+"""The plain WebSocket endpoint ``/ws/chat/<room>`` on a real server, with a Socket.IO peer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websocket
+
+from tests.test_chat_server import Peer, user_token
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture
+def ws_url(app, live_server):
+    return f"ws://127.0.0.1:{live_server.port}/ws/chat"
+
+
+def receive(ws: websocket.WebSocket) -> dict:
+    return json.loads(ws.recv())
+
+
+def test_websocket_and_socketio_clients_talk_together(app, live_server, ws_url):
+    sio = Peer(live_server.url, "sam")
+    ws = websocket.create_connection(f"{ws_url}/lobby?token={user_token('wendy')}", timeout=5)
+    try:
+        sio.call("join", {"room": "lobby"})
+        sio.wait_for("presence", {"room": "lobby", "users": ["sam", "wendy"]})
+        ws.send(json.dumps({"text": "hello from a plain socket"}))
+        frame = receive(ws)  # the room's copy of its own message
+        assert (frame["room"], frame["user"], frame["text"]) == (
+            "lobby", "wendy", "hello from a plain socket")
+        assert "ts" in frame
+        assert sio.wait_for("message")["text"] == "hello from a plain socket"
+
+        sio.call("message", {"room": "lobby", "text": "hello back"})
+        frame = receive(ws)
+        assert (frame["user"], frame["text"]) == ("sam", "hello back")
+
+        ws.send("not json")
+        assert "JSON objects" in receive(ws)["error"]
+        ws.send(json.dumps({"text": ""}))
+        assert "non-empty" in receive(ws)["error"]
+        history = sio.call("history", {"room": "lobby"})["messages"]
+        assert [m["user"] for m in history] == ["wendy", "sam"]
+    finally:
+        ws.close()
+    sio.wait_for("status", {"room": "lobby", "text": "wendy left"})
+    sio.client.disconnect()
+
+
+def test_bearer_header_and_retry_with_the_same_id(app, live_server, ws_url):
+    token = user_token("wendy")
+    ws = websocket.create_connection(f"{ws_url}/room-1", timeout=5,
+                                     header=[f"Authorization: Bearer {token}"])
+    try:
+        ws.send(json.dumps({"text": "once", "id": "w-1"}))
+        first = receive(ws)
+        ws.send(json.dumps({"text": "once", "id": "w-1"}))
+        assert receive(ws) == first  # the stored message again, not a second one
+    finally:
+        ws.close()
+
+
+def test_refused_with_an_error_frame_and_a_policy_close(app, live_server, ws_url):
+    token = user_token("eve")
+    for path, error in [
+        ("/lobby?token=wrong", "authentication required"),
+        (f"/bad%20room?token={token}", "bad room name"),
+        (f"/user-999?token={token}", "another user's private room"),
+    ]:
+        ws = websocket.create_connection(ws_url + path, timeout=5)
+        try:
+            assert error in receive(ws)["error"]
+            opcode, payload = ws.recv_data(control_frame=True)
+            assert opcode == websocket.ABNF.OPCODE_CLOSE
+            assert payload[:2] == (1008).to_bytes(2, "big") and error in payload[2:].decode()
+        finally:
+            ws.shutdown()  # after the server's close, close() would leave the socket open
