@@ -1,0 +1,52 @@
+"""The chat page in a real browser: two users, one message each way, an XSS payload as text."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import browser_login
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def open_chat(page: Page, server, username: str, problems: list[str]) -> None:
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    page.on("console", lambda msg: msg.type == "error" and problems.append(msg.text))
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    browser_login(page, server, username)
+    page.goto(f"{server.url}/chat")
+    page.click("#join-form button")  # the default room, "lobby"
+    expect(page.locator("#presence-room")).to_have_text("lobby")
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#message-input", text)
+    page.press("#message-input", "Enter")
+
+
+def test_two_users_chat_and_markup_stays_text(live_server, new_page, make_user):
+    make_user("alice")
+    make_user("bob")
+    problems: list[str] = []
+    alice, bob = new_page(), new_page()
+    open_chat(alice, live_server, "alice", problems)
+    open_chat(bob, live_server, "bob", problems)
+    expect(alice.locator("#presence li")).to_have_text(["alice", "bob"])
+    expect(alice.locator("#messages .rt-note").last).to_have_text("bob joined")
+
+    send(alice, "hello bob")
+    expect(bob.locator("#messages .rt-text")).to_have_text(["hello bob"])
+    send(bob, XSS)
+    expect(alice.locator("#messages .rt-text").last).to_have_text(XSS)
+    expect(alice.locator("#messages .rt-user").last).to_have_text("bob")
+
+    bob.fill("#private-to", "alice")
+    bob.fill("#private-text", "just for you")
+    bob.click("#private-form button")
+    expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you"])
+
+    for page in (alice, bob):
+        assert page.locator("#chat img").count() == 0
+    assert problems == []
