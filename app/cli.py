@@ -25,6 +25,7 @@ from app.users.service import (
     LastAdminError,
     StaleVersionError,
     UserError,
+    UserGoneError,
     create_user,
     delete_user,
     update_user,
@@ -66,7 +67,7 @@ def _change(name: str, **fields: object) -> User:
     _cli_context()
     try:
         return update_user(_user(name), fields, None)
-    except (UserError, LastAdminError, StaleVersionError) as exc:
+    except (UserError, LastAdminError, StaleVersionError, UserGoneError) as exc:
         db.session.rollback()
         raise CliError(str(exc)) from None
 

@@ -335,6 +335,17 @@ def test_plain_sql_change_makes_a_version_stale(client: FlaskClient, make_user, 
     assert response.get_json()["current"]["email"] == "sql@example.com"
 
 
+def test_patch_of_a_user_deleted_meanwhile_is_404(client: FlaskClient, make_user, admin_auth):
+    user = make_user("dave")
+    seen = user.version  # the API's session still holds this row when it writes
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": user.id})
+    response = client.patch(f"/api/users/{user.id}", headers=admin_auth,
+                            json={"version": seen, "role": "admin"})
+    assert response.status_code == 404
+    assert response.is_json and response.get_json()["error"]
+
+
 @pytest.mark.parametrize("body", [{}, {"version": "1"}, {"version": True}, {"version": 1.5},
                                   {"version": None}])
 def test_patch_needs_an_integer_version(client: FlaskClient, make_user, admin_auth, body):

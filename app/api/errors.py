@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from app.api import bp
 from app.extensions import db
-from app.users.service import LastAdminError, StaleVersionError, UserError
+from app.users.service import LastAdminError, StaleVersionError, UserError, UserGoneError
 
 
 class ApiError(Exception):
@@ -66,6 +66,13 @@ def handle_stale(exc: StaleVersionError):
 def handle_last_admin(exc: LastAdminError):
     db.session.rollback()
     return error_response(409, str(exc))
+
+
+@bp.errorhandler(UserGoneError)
+def handle_user_gone(exc: UserGoneError):
+    """The user was deleted by someone else while this request changed it."""
+    db.session.rollback()
+    return error_response(404, str(exc))
 
 
 @bp.errorhandler(HTTPException)
