@@ -99,8 +99,17 @@ function addPrivate(message) {
   log.scrollTop = log.scrollHeight;
 }
 
+// The acknowledgement of an event, or an error answer once the retries are spent.
+async function ask(event, payload) {
+  try {
+    return await socket.emitWithAck(event, payload);
+  } catch {
+    return { error: `no answer from the server to ${event}` };
+  }
+}
+
 async function join(room) {
-  const answer = await socket.emitWithAck("join", { room });
+  const answer = await ask("join", { room });
   if (answer.error) return setStatus(answer.error, true);
   const state = { messages: [], users: answer.users };
   rooms.set(room, state);
@@ -113,7 +122,7 @@ async function join(room) {
 }
 
 async function leave(room) {
-  const answer = await socket.emitWithAck("leave", { room });
+  const answer = await ask("leave", { room });
   if (answer.error) setStatus(answer.error, true);
   rooms.delete(room);
   if (current === room) current = rooms.keys().next().value ?? null;
@@ -149,7 +158,7 @@ $("message-form").addEventListener("submit", async (event) => {
   const text = messageInput.value;
   if (!current || !text.trim()) return;
   messageInput.value = "";
-  const answer = await socket.emitWithAck("message", { room: current, text, id: newId() });
+  const answer = await ask("message", { room: current, text, id: newId() });
   if (answer.error) {
     setStatus(answer.error, true);
     messageInput.value = text;
@@ -161,7 +170,7 @@ $("private-form").addEventListener("submit", async (event) => {
   const form = event.target;
   const to = form.elements.to.value.trim();
   const text = form.elements.text.value;
-  const answer = await socket.emitWithAck("private", { to, text, id: newId() });
+  const answer = await ask("private", { to, text, id: newId() });
   if (answer.error) return setStatus(answer.error, true);
   form.elements.text.value = "";
   addPrivate(answer.message);
