@@ -3,7 +3,9 @@
 import pytest
 from sqlalchemy import create_engine, text
 
-from app.users.service import StaleVersionError, UserGoneError, update_user
+from app.extensions import db
+from app.models import User
+from app.users.service import StaleVersionError, UserGoneError, delete_user, update_user
 from tests.conftest import BOTH_DATABASES
 
 
@@ -32,3 +34,23 @@ def test_a_write_against_a_row_deleted_meanwhile_says_it_is_gone(db_url, make_us
     other_writer(db_url, f"DELETE FROM users WHERE id = {bob_id}")
     with pytest.raises(UserGoneError, match=f"user {bob_id} was deleted"):
         update_user(bob, {"role": "admin"}, loaded)
+
+
+@BOTH_DATABASES
+def test_deleting_a_row_changed_meanwhile_deletes_the_newest_row(db_url, make_user):
+    bob = make_user("bob")
+    bob_id = bob.id
+    _ = bob.version  # loaded: the session holds version 1
+    other_writer(db_url, f"UPDATE users SET email = 'other@example.com' WHERE id = {bob_id}")
+    delete_user(bob)
+    assert db.session.get(User, bob_id) is None
+
+
+@BOTH_DATABASES
+def test_deleting_a_row_deleted_meanwhile_says_it_is_gone(db_url, make_user):
+    bob = make_user("bob")
+    bob_id = bob.id
+    _ = bob.version
+    other_writer(db_url, f"DELETE FROM users WHERE id = {bob_id}")
+    with pytest.raises(UserGoneError):
+        delete_user(bob)

@@ -164,11 +164,25 @@ def update_user(user: User, data: dict[str, Any], expected_version: int | None) 
 
 
 def delete_user(user: User) -> None:
-    """Delete ``user`` unless it is the last active admin; commits."""
-    if user.role == "admin" and user.active:
-        _ensure_other_admin(user)
-    db.session.delete(user)
-    _commit()
+    """Delete ``user`` unless it is the last active admin; commits.
+
+    A delete carries no version: if the row changed meanwhile, the newest row is
+    deleted (its rules checked again); if it is already gone, UserGoneError.
+    """
+    user_id = user.id
+    for _ in range(2):
+        if user.role == "admin" and user.active:
+            _ensure_other_admin(user)
+        db.session.delete(user)
+        try:
+            _commit()
+            return
+        except StaleDataError:
+            db.session.rollback()
+            user = db.session.get(User, user_id)
+            if user is None:
+                raise UserGoneError(user_id) from None
+    raise StaleVersionError(user)
 
 
 def _ensure_other_admin(user: User) -> None:
