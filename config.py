@@ -78,6 +78,8 @@ class Config:
     LIVE_RETENTION_SECONDS = int(os.environ.get("LIVE_RETENTION_SECONDS", 7 * 24 * 3600))
     LIVE_PRUNE_INTERVAL = int(os.environ.get("LIVE_PRUNE_INTERVAL", 3600))
     LIVE_FEED_ENABLED = True
+    # How often the playground's background task sends its server-generated event.
+    DEMO_TICK_SECONDS = float(os.environ.get("DEMO_TICK_SECONDS", 10))
 
 
 class DevelopmentConfig(Config):

@@ -73,10 +73,12 @@ def register_blueprints(app: Flask) -> None:
 
 def register_namespaces() -> None:
     """Register fresh namespace instances: each ``init_app`` builds a new Socket.IO server."""
+    from app.chat.errors import socket_error_handler
     from app.chat.namespace import ChatNamespace
     from app.live.namespace import UsersNamespace
     from app.playground.namespace import DemoNamespace
 
+    socketio.on_error_default(socket_error_handler)
     socketio.on_namespace(UsersNamespace("/users"))
     socketio.on_namespace(DemoNamespace("/demo"))
     socketio.on_namespace(ChatNamespace("/chat"))

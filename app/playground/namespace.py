@@ -100,7 +100,7 @@ class DemoNamespace(ReportingNamespace):
                 db.session.remove()
 
     def _tick_forever(self, app: Flask) -> None:
-        interval = app.config.get("DEMO_TICK_SECONDS", 10)
+        interval = app.config["DEMO_TICK_SECONDS"]
         while True:
             socketio.sleep(interval)
             try:
