@@ -11,9 +11,10 @@ import pytest
 from flask_socketio import SocketIOTestClient
 
 from app.auth.tokens import issue_token
-from app.chat import store
+from app.chat import bridge, store
 from app.chat.errors import socket_error_handler
-from app.chat.rules import MAX_TEXT
+from app.chat.hub import Bridge, chat_hub, close_user_bridges
+from app.chat.rules import MAX_TEXT, TokenBucket
 from app.extensions import db, socketio
 from app.models import ChatMessage, User
 from tests.conftest import login
@@ -286,3 +287,64 @@ def test_stored_message_shape(connect):
     assert set(message) >= {"id", "room", "user", "text", "ts", "client_id", "to"}
     row = store.room_history("lobby")[0]
     assert isinstance(row, ChatMessage) and row.client_id == "c1" and row.sender.username == "alice"
+
+
+class FakeWebSocket:
+    """The part of gevent-websocket's ``WebSocket`` the hub uses, recording frames."""
+
+    OPCODE_CLOSE = 8
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.frames: list[tuple[int, bytes | str]] = []
+
+    def send(self, message: str) -> None:
+        self.frames.append((1, message))
+
+    def send_frame(self, message: bytes, opcode: int) -> None:
+        self.frames.append((opcode, message))
+
+
+def test_close_user_bridges_closes_that_users_websockets_only(connect):
+    alice = connect("alice")
+    call(alice, "join", {"room": "lobby"})
+    bob_id, carol_id = quick_user("bob").id, quick_user("carol").id
+    hub = chat_hub()
+    sockets = {name: FakeWebSocket() for name in ("bob1", "bob2", "carol")}
+    for conn, user_id, name, room in [("bob1", bob_id, "bob", "lobby"),
+                                      ("bob2", bob_id, "bob", "other"),
+                                      ("carol", carol_id, "carol", "lobby")]:
+        hub.join(conn, name, room, Bridge(conn, user_id, room, sockets[conn]))
+    alice.get_received(NS)
+
+    close_user_bridges(bob_id)
+    for conn in ("bob1", "bob2"):
+        assert sockets[conn].closed
+        assert sockets[conn].frames == [
+            (1, '{"error": "account deactivated"}'),
+            (8, (1008).to_bytes(2, "big") + b"account deactivated"),
+        ]
+    assert hub.bridges_of(bob_id) == [] and hub.rooms_of("bob1") == []
+    assert ("status", {"room": "lobby", "text": "bob left"}) in received(alice)
+    assert not sockets["carol"].closed and len(hub.bridges_of(carol_id)) == 1
+    # Nothing more reaches a closed socket, and closing again changes nothing.
+    call(alice, "message", {"room": "lobby", "text": "still there?"})
+    close_user_bridges(bob_id)
+    assert len(sockets["bob1"].frames) == 2
+    assert [f for _, f in sockets["carol"].frames][-1].startswith('{"id"')
+
+
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+def test_websocket_frame_of_a_gone_user_is_refused_unstored(app, change):
+    bob = quick_user("bob")
+    me = {"id": bob.id, "username": "bob"}
+    with app.test_request_context("/ws/chat/lobby"):
+        assert bridge.handle_frame('{"text": "hi"}', me, "lobby", TokenBucket()) is None
+        if change == "deactivate":
+            db.session.get(User, me["id"]).active = False
+        else:
+            db.session.delete(db.session.get(User, me["id"]))
+        db.session.commit()
+        with pytest.raises(bridge.AccountGone):
+            bridge.handle_frame('{"text": "after"}', me, "lobby", TokenBucket())
+    assert "after" not in [m.text for m in store.room_history("lobby")]

@@ -6,7 +6,11 @@ import json
 
 import pytest
 import websocket
+from sqlalchemy import select
 
+from app.extensions import db
+from app.models import ChatMessage, User
+from app.users.service import update_user
 from tests.test_chat_server import Peer, user_token
 
 pytestmark = pytest.mark.server
@@ -19,6 +23,13 @@ def ws_url(app, live_server):
 
 def receive(ws: websocket.WebSocket) -> dict:
     return json.loads(ws.recv())
+
+
+def assert_policy_close(ws: websocket.WebSocket, reason: str) -> None:
+    """The next frame closes the connection with 1008 and this reason."""
+    opcode, payload = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert payload[:2] == (1008).to_bytes(2, "big") and reason in payload[2:].decode()
 
 
 def test_websocket_and_socketio_clients_talk_together(app, live_server, ws_url):
@@ -73,8 +84,24 @@ def test_refused_with_an_error_frame_and_a_policy_close(app, live_server, ws_url
         ws = websocket.create_connection(ws_url + path, timeout=5)
         try:
             assert error in receive(ws)["error"]
-            opcode, payload = ws.recv_data(control_frame=True)
-            assert opcode == websocket.ABNF.OPCODE_CLOSE
-            assert payload[:2] == (1008).to_bytes(2, "big") and error in payload[2:].decode()
+            assert_policy_close(ws, error)
         finally:
             ws.shutdown()  # after the server's close, close() would leave the socket open
+
+
+def test_deactivated_user_is_refused_and_closed(app, live_server, ws_url):
+    """The bridge reads the user again before storing each message (whether or not the
+    live feed closed the socket first, the client sees the same frames)."""
+    ws = websocket.create_connection(f"{ws_url}/lobby?token={user_token('bob')}", timeout=5)
+    try:
+        ws.send(json.dumps({"text": "before"}))
+        assert receive(ws)["text"] == "before"
+        bob = db.session.scalar(select(User).filter_by(username="bob"))
+        update_user(bob, {"active": False}, bob.version)
+        ws.send(json.dumps({"text": "after"}))
+        assert receive(ws) == {"error": "account deactivated"}
+        assert_policy_close(ws, "account deactivated")
+    finally:
+        ws.shutdown()
+    db.session.rollback()
+    assert list(db.session.scalars(select(ChatMessage.text))) == ["before"]

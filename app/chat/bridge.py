@@ -4,25 +4,35 @@ Under ``python manage.py run`` gevent-websocket upgrades the request before the 
 runs and puts the socket in ``environ["wsgi.websocket"]``; other servers get a 400.
 Frames in: ``{"text": ..., "id"?: ...}``; frames out: room messages ``{"room", "user",
 "text", "ts", ...}`` and ``{"error": reason}`` answers.
+
+A deactivated or deleted user's socket is closed with 1008 "account deactivated": at
+once by ``app.chat.hub.close_user_bridges`` (called with the Socket.IO disconnections),
+and in any case before their next message is stored.
+
+Nothing here imports ``app.auth.sockets`` (which imports ``app.chat.hub``).
 """
 
 from __future__ import annotations
 
 import json
-import struct
+import logging
 import uuid
 from typing import Any
 
-from flask import Response, request
+from flask import Response, current_app, request
 
 from app.auth.tokens import user_for_token
 from app.chat import store
-from app.chat.errors import log
-from app.chat.namespace import chat_namespace
+from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close_socket
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db
+from app.models import User
 
-POLICY_VIOLATION = 1008
+log = logging.getLogger("app.realtime")
+
+
+class AccountGone(Exception):
+    """The socket's user was deactivated or deleted since it connected."""
 
 
 def bearer_token() -> str | None:
@@ -36,7 +46,7 @@ def bearer_token() -> str | None:
 
 
 def serve(room: str) -> Response:
-    """Run one plain WebSocket connection until the client closes it."""
+    """Run one plain WebSocket connection until the client, or the server, closes it."""
     ws = request.environ.get("wsgi.websocket")
     if ws is None:
         return Response("WebSocket upgrade required; serve with `python manage.py run`\n",
@@ -47,29 +57,37 @@ def serve(room: str) -> Response:
             raise ClientError("authentication required: ?token= or Authorization: Bearer")
         room = room_name(room, user.id)
     except ClientError as exc:
-        ws.send(json.dumps({"error": str(exc)}))
-        close(ws, POLICY_VIOLATION, str(exc))
+        close_socket(ws, POLICY_VIOLATION, str(exc), error=str(exc))
         return Response(status=200)
     me = {"id": user.id, "username": user.username}
+    # The live feed closes a deactivated user's sockets: make sure it runs here too.
+    if (feed := current_app.extensions.get("live_feed")) is not None:
+        feed.start()
     db.session.remove()  # the connection may live for hours: give the DB connection back
-    hub = chat_namespace().hub
-    conn = f"ws:{uuid.uuid4().hex}"
-    hub.join(conn, me["username"], room, ws)
+    hub = chat_hub()
+    bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws)
+    hub.join(bridge.conn, me["username"], room, bridge)
     bucket = TokenBucket()
     try:
-        while (frame := ws.receive()) is not None:
+        while not ws.closed and (frame := ws.receive()) is not None:
+            if ws.closed:  # closed by close_user_bridges while the frame was read
+                break
             answer = handle_frame(frame, me, room, bucket)
             if answer is not None:
-                ws.send(json.dumps(answer))
+                bridge.send(json.dumps(answer))
+    except AccountGone:
+        bridge.close(POLICY_VIOLATION, ACCOUNT_GONE, error=ACCOUNT_GONE)
+    except OSError:
+        pass  # gevent-websocket's WebSocketError: the socket died or was closed meanwhile
     finally:
-        hub.leave(conn, room)
+        hub.leave(bridge.conn, room)
     return Response(status=200)
 
 
-def close(ws: Any, code: int, reason: str) -> None:
-    """Close with a status code (gevent-websocket's ``close`` sends the reason alone)."""
-    ws.send_frame(struct.pack("!H", code) + reason.encode()[:120], opcode=ws.OPCODE_CLOSE)
-    ws.closed = True
+def still_active(user_id: int) -> bool:
+    """Whether the user still exists and is active (one primary-key read)."""
+    user = db.session.get(User, user_id)
+    return user is not None and user.is_active
 
 
 def handle_frame(frame: Any, me: dict[str, Any], room: str,
@@ -77,8 +95,11 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
     """Store and publish one message frame; the answer to send back, if any.
 
     A bad frame gets ``{"error": reason}``; a retried ``id`` gets the stored message.
+    Raises AccountGone, storing nothing, when the user is no longer active.
     """
     try:
+        if not still_active(me["id"]):
+            raise AccountGone
         try:
             data = payload(json.loads(frame))
         except (TypeError, ValueError):
@@ -89,6 +110,8 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         out = message.to_dict()
     except ClientError as exc:
         return {"error": str(exc)}
+    except AccountGone:
+        raise
     except Exception:
         log.exception("websocket frame failed: namespace=%s event=message user=%s room=%s",
                       request.path, me["username"], room)
@@ -97,5 +120,5 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         db.session.remove()
     if not new:
         return out
-    chat_namespace().hub.publish(out)
+    chat_hub().publish(out)
     return None

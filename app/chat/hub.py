@@ -1,45 +1,108 @@
 """Who is in which chat room in this process, and delivery to both kinds of client.
 
 A connection is a Socket.IO sid or a plain WebSocket (see ``bridge``); both join rooms
-here, so presence lists and "X joined" / "X left" cover them alike.
+here, so presence lists and "X joined" / "X left" cover them alike. The plain WebSockets
+are also kept by user, so that a deactivated or deleted user's can be closed
+(``close_user_bridges``, called where the Socket.IO connections are closed).
+
+This module imports nothing of the app but its extensions, so that ``app.auth.sockets``
+may import it.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 import threading
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.extensions import socketio
 
+NAMESPACE = "/chat"
+POLICY_VIOLATION = 1008
+ACCOUNT_GONE = "account deactivated"
 
-class TextSocket(Protocol):
-    """What the hub needs of a plain WebSocket: send one text frame."""
+
+class PlainWebSocket(Protocol):
+    """What the hub needs of a gevent-websocket ``WebSocket``."""
+
+    OPCODE_CLOSE: int
+    closed: bool
 
     def send(self, message: str) -> Any: ...
 
+    def send_frame(self, message: bytes, opcode: int) -> Any: ...
+
+
+@dataclass(eq=False)
+class Bridge:
+    """One plain WebSocket in one room; its sends are serialised by its own lock."""
+
+    conn: str
+    user_id: int
+    room: str
+    ws: PlainWebSocket
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def send(self, frame: str) -> bool:
+        """Send one text frame; False when the socket is closed or dead."""
+        with self.lock:  # one frame at a time per socket, whichever greenlet sends
+            if self.ws.closed:
+                return False
+            try:
+                self.ws.send(frame)
+            except Exception:  # noqa: BLE001 - gevent-websocket raises several kinds
+                return False
+        return True
+
+    def close(self, code: int, reason: str, error: str | None = None) -> None:
+        """``close_socket``, in turn with this socket's other sends."""
+        with self.lock:
+            close_socket(self.ws, code, reason, error)
+
+
+def close_socket(ws: PlainWebSocket, code: int, reason: str, error: str | None = None) -> None:
+    """Send ``{"error": error}`` (when given), then a close frame with a status code.
+
+    gevent-websocket's own ``close`` sends the reason without the code. The socket is
+    marked closed at once, so every later send (from any greenlet) is skipped; the
+    peer's closing reply then ends the reading loop of ``bridge.serve``.
+    """
+    if ws.closed:
+        return
+    try:
+        if error is not None:
+            ws.send(json.dumps({"error": error}))
+        ws.send_frame(struct.pack("!H", code) + reason.encode()[:120], opcode=ws.OPCODE_CLOSE)
+    except Exception:  # noqa: BLE001 - a dead peer is closed all the same
+        pass
+    finally:
+        ws.closed = True
+
 
 class ChatHub:
-    """Room membership (connection -> username) and the plain WebSockets of each room."""
+    """Room membership (connection -> username), the plain WebSockets of each room and
+    of each user, all for this process only."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self.lock = threading.Lock()
         self.members: dict[str, dict[str, str]] = defaultdict(dict)  # room -> conn -> name
-        self.sockets: dict[str, dict[str, TextSocket]] = defaultdict(dict)  # room -> conn -> ws
-        self.send_locks: dict[str, threading.Lock] = {}
+        self.sockets: dict[str, dict[str, Bridge]] = defaultdict(dict)  # room -> conn -> bridge
+        self.bridges: dict[int, dict[str, Bridge]] = defaultdict(dict)  # user id -> conn -> bridge
 
-    def join(self, conn: str, username: str, room: str, ws: TextSocket | None = None) -> bool:
+    def join(self, conn: str, username: str, room: str, bridge: Bridge | None = None) -> bool:
         """Add a connection to a room (announced when it is the user's first there)."""
         with self.lock:
             if conn in self.members[room]:
                 return False
             first = username not in self.members[room].values()
             self.members[room][conn] = username
-            if ws is not None:
-                self.sockets[room][conn] = ws
-                self.send_locks[conn] = threading.Lock()
+            if bridge is not None:
+                self.sockets[room][conn] = bridge
+                self.bridges[bridge.user_id][conn] = bridge
         if first:
             self.status(room, f"{username} joined")
         self.presence(room)
@@ -51,9 +114,12 @@ class ChatHub:
             username = self.members.get(room, {}).pop(conn, None)
             if username is None:
                 return False
-            self.sockets.get(room, {}).pop(conn, None)
-            if not any(conn in by_conn for by_conn in self.sockets.values()):
-                self.send_locks.pop(conn, None)
+            bridge = self.sockets.get(room, {}).pop(conn, None)
+            if bridge is not None:
+                mine = self.bridges.get(bridge.user_id, {})
+                mine.pop(conn, None)
+                if not mine:
+                    self.bridges.pop(bridge.user_id, None)
             last = username not in self.members[room].values()
             if not self.members[room]:
                 del self.members[room]
@@ -77,6 +143,24 @@ class ChatHub:
         with self.lock:
             return sorted(set(self.members.get(room, {}).values()))
 
+    def bridges_of(self, user_id: int) -> list[Bridge]:
+        """The plain WebSockets of one user in this process."""
+        with self.lock:
+            return list(self.bridges.get(user_id, {}).values())
+
+    def close_user(self, user_id: int, code: int = POLICY_VIOLATION,
+                   reason: str = ACCOUNT_GONE) -> int:
+        """Close every plain WebSocket of ``user_id`` here and take it out of its room.
+
+        Returns how many were closed. They leave their rooms at once, so nothing more
+        reaches them even if the peer never answers the close frame.
+        """
+        bridges = self.bridges_of(user_id)
+        for bridge in bridges:
+            bridge.close(code, reason, error=reason)
+            self.leave(bridge.conn, bridge.room)
+        return len(bridges)
+
     def status(self, room: str, text: str) -> None:
         socketio.emit("status", {"room": room, "text": text}, to=room, namespace=self.namespace)
 
@@ -90,11 +174,26 @@ class ChatHub:
         socketio.emit("message", message, to=room, namespace=self.namespace)
         frame = json.dumps(message)
         with self.lock:
-            targets = [(conn, ws, self.send_locks[conn])
-                       for conn, ws in self.sockets.get(room, {}).items()]
-        for conn, ws, send_lock in targets:
-            try:
-                with send_lock:  # one frame at a time per socket
-                    ws.send(frame)
-            except Exception:  # noqa: BLE001 - a dead socket is removed, the rest still get it
-                self.leave(conn, room)
+            targets = list(self.sockets.get(room, {}).values())
+        for bridge in targets:
+            if not bridge.send(frame):  # a dead socket is removed, the rest still get it
+                self.leave(bridge.conn, room)
+
+
+def chat_hub() -> ChatHub | None:
+    """The hub of the ``/chat`` namespace of the current Socket.IO server, if registered."""
+    server = getattr(socketio, "server", None)
+    handler = server.namespace_handlers.get(NAMESPACE) if server is not None else None
+    return getattr(handler, "hub", None)
+
+
+def close_user_bridges(user_id: int) -> None:
+    """Close every plain WebSocket (``/ws/chat/<room>``) of ``user_id`` in this process
+    with code 1008 and the reason "account deactivated".
+
+    Call it wherever a deactivated or deleted user's Socket.IO connections are closed
+    (``app.auth.sockets.disconnect_local``); like them, it only reaches this process.
+    """
+    hub = chat_hub()
+    if hub is not None:
+        hub.close_user(user_id)

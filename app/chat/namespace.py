@@ -10,11 +10,9 @@ from flask_socketio import emit, join_room, leave_room
 from app.auth.sockets import authenticate, socket_user, user_room
 from app.chat import store
 from app.chat.errors import ReportingNamespace
-from app.chat.hub import ChatHub
+from app.chat.hub import NAMESPACE, ChatHub
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
-
-NAMESPACE = "/chat"
 
 
 def chat_namespace() -> ChatNamespace:
