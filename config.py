@@ -15,19 +15,21 @@ def _secret_key() -> str:
     if key := os.environ.get("SECRET_KEY"):
         return key
     path = INSTANCE_DIR / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
+    if not path.exists():
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32)
-        # Exclusive create: two processes starting together agree on one key.
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_text().strip()
+        # Write it whole under a private name, then publish it with a link, which fails
+        # if another process published first: every process ends up with the same key.
+        tmp = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(key)
-        return key
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def database_url(url: str | None) -> str:
@@ -52,7 +54,10 @@ class Config:
 
     SECRET_KEY = _secret_key()
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    # A network database's pooled connections may die; a SQLite file's do not.
+    SQLALCHEMY_ENGINE_OPTIONS: dict = (
+        {} if SQLALCHEMY_DATABASE_URI.startswith("sqlite") else {"pool_pre_ping": True}
+    )
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
     CORS_ALLOWED_ORIGINS = _origins(os.environ.get("CORS_ALLOWED_ORIGINS"))
     # None lets Flask-SocketIO pick: gevent when monkey-patched, threading under `flask run`.
@@ -75,6 +80,9 @@ class Config:
     # how long change-log rows are kept, and how often they are pruned.
     LIVE_POLL_INTERVAL = float(os.environ.get("LIVE_POLL_INTERVAL", 0.2))
     LIVE_BATCH_WINDOW = float(os.environ.get("LIVE_BATCH_WINDOW", 0.002))
+    # Seconds one subscriber adds to a fan-out: during a burst, frames are spaced by
+    # subscribers x this (0.1 s at 1000 subscribers), a lone change is not delayed.
+    LIVE_FRAME_COST = float(os.environ.get("LIVE_FRAME_COST", 0.0001))
     LIVE_RETENTION_SECONDS = int(os.environ.get("LIVE_RETENTION_SECONDS", 7 * 24 * 3600))
     LIVE_PRUNE_INTERVAL = int(os.environ.get("LIVE_PRUNE_INTERVAL", 3600))
     LIVE_FEED_ENABLED = True
@@ -83,9 +91,10 @@ class Config:
 
 
 class DevelopmentConfig(Config):
-    """Local development: debug on."""
+    """Local development: debug on, but errors still get the site's error pages."""
 
     DEBUG = True
+    PROPAGATE_EXCEPTIONS = False
 
 
 class TestingConfig(Config):

@@ -22,7 +22,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
     register_extensions(app)
     register_blueprints(app)
-    register_namespaces()
+    register_namespaces(app)
     register_cli(app)
     register_error_handlers(app)
     return app
@@ -71,15 +71,20 @@ def register_blueprints(app: Flask) -> None:
     csrf.exempt(api_bp)
 
 
-def register_namespaces() -> None:
-    """Register fresh namespace instances: each ``init_app`` builds a new Socket.IO server."""
+def register_namespaces(app: Flask) -> None:
+    """Register fresh namespace instances: each ``init_app`` builds a new Socket.IO server.
+
+    The live feed is made here, once per app, and started by the first connection.
+    """
     from app.chat.errors import socket_error_handler
     from app.chat.namespace import ChatNamespace
+    from app.live.feed import Feed
     from app.live.namespace import UsersNamespace
     from app.playground.namespace import DemoNamespace
 
     socketio.on_error_default(socket_error_handler)
-    socketio.on_namespace(UsersNamespace("/users"))
+    feed = app.extensions["live_feed"] = Feed(app)
+    socketio.on_namespace(UsersNamespace(feed))
     socketio.on_namespace(DemoNamespace("/demo"))
     socketio.on_namespace(ChatNamespace("/chat"))
 

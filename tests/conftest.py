@@ -205,14 +205,16 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``python manage.py run`` (gevent) in a subprocess, on its own port."""
+    """``python manage.py run`` (gevent), or ``flask run`` (threading), in a subprocess."""
 
-    def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None):
+    def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None,
+                 flask_run: bool = False):
         self.db_url = db_url
         self.instance = instance
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = env or {}
+        self.command = (["-m", "flask", "run"] if flask_run else ["manage.py", "run"])
         self.proc: subprocess.Popen | None = None
         self.log = instance / f"server-{self.port}.log"
 
@@ -232,7 +234,7 @@ class ServerProcess:
         self.instance.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "manage.py", "run", "--port", str(self.port)],
+                [sys.executable, *self.command, "--port", str(self.port)],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
@@ -273,8 +275,8 @@ def server_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Server
     """Start real server processes on the test's database; all stopped at the end."""
     started: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(db_url, tmp_path / "instance", env).start()
+    def start(env: dict[str, str] | None = None, flask_run: bool = False) -> ServerProcess:
+        server = ServerProcess(db_url, tmp_path / "instance", env, flask_run).start()
         started.append(server)
         return server
 

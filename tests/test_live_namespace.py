@@ -199,3 +199,23 @@ def test_logging_out_closes_the_users_sockets(app, client, admin):
     assert sio.is_connected(NS)
     client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
     assert not sio.is_connected(NS)
+
+
+def test_a_subscriber_joins_after_its_ack_and_catches_up_what_was_emitted_meanwhile(
+        app, connect, make_user):
+    """Between an ack and the join, the follower may emit to the room: the joining
+    client gets those changes first, directly, then the room's next ones."""
+    sio = connect()
+    sid = socketio.server.manager.sid_from_eio_sid(sio.eio_sid, NS)
+    ack_cursor = current_cursor()
+    make_user("meanwhile1")
+    make_user("meanwhile2")
+    feed(app).poll_once()  # emitted to the room, which this client has not joined yet
+    assert events(sio, "changes") == []
+    feed(app).join(sid, ack_cursor)
+    make_user("after")
+    feed(app).poll_once()
+    received = sio.get_received(NS)
+    assert [(e["name"], [c["row"]["username"] for c in e["args"][0]] if e["name"] == "changes"
+             else e["args"][0]["row"]["username"]) for e in received] == [
+        ("changes", ["meanwhile1", "meanwhile2"]), ("change", "after")]

@@ -3,6 +3,7 @@ and writers in other processes (CLI, plain SQL), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 import sys
 import threading
@@ -97,7 +98,7 @@ def test_changes_from_every_writer_arrive(live, live_server, db_url, make_user):
     api_create(live_server.url, "api_user")
     changes = client.wait_for(6)
     assert [(c["op"], c["row"]["username"], c["origin"], c["actor"]) for c in changes] == [
-        ("insert", "cli_user", "cli", changes[0]["actor"]),
+        ("insert", "cli_user", "cli", getpass.getuser()),
         ("insert", "sql_user", "sql", None),
         ("update", "cli_user", "sql", None),
         ("insert", "alice", "app", None),
@@ -274,3 +275,57 @@ def test_a_change_through_another_server_process_arrives_once(server_factory, ad
     finally:
         client.close()
         other.close()
+
+
+def test_flask_run_threading_mode_never_sends_a_change_before_the_ack(server_factory, db_url,
+                                                                      admin, make_user):
+    """Under `flask run` handlers and the follower are real threads: subscribe again and
+    again while another process writes, and check each subscription's event order."""
+    server = server_factory(flask_run=True)
+    target = make_user("busy").id
+    token = issue_token(admin)
+    stop = threading.Event()
+
+    engine = create_engine(db_url)
+
+    def writer() -> None:  # a writer outside the server, as fast as it can
+        n = 0
+        while not stop.is_set():
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE users SET email = :e WHERE id = :id"),
+                             {"e": f"busy{n}@example.com", "id": target})
+            n += 1
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    clients = []
+    try:
+        for _ in range(8):
+            events: list[tuple[str, int]] = []
+            sio = socketio.Client(reconnection=False)
+            clients.append(sio)
+            sio.on("change", lambda c, ev=events: ev.append(("change", c["cursor"])),
+                   namespace="/users")
+            sio.on("changes", lambda cs, ev=events: ev.extend(("change", c["cursor"]) for c in cs),
+                   namespace="/users")
+            sio.connect(server.url, namespaces=["/users"], auth={"token": token},
+                        transports=["websocket"], wait_timeout=10)
+            sio.emit("subscribe", {"since": None}, namespace="/users",
+                     callback=lambda ack, ev=events: ev.append(("ack", ack["cursor"])))
+            time.sleep(0.4)
+            snapshot = list(events)
+            assert snapshot and snapshot[0][0] == "ack", snapshot[:3]
+            cursors = [c for _, c in snapshot]
+            assert cursors == list(range(cursors[0], cursors[0] + len(cursors)))
+            assert len(cursors) > 1  # the writer really was writing meanwhile
+    finally:
+        stop.set()
+        thread.join()
+        engine.dispose()
+        closers = [threading.Thread(target=c.eio.disconnect, kwargs={"abort": True})
+                   for c in clients]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()

@@ -1,11 +1,19 @@
 """The users service under races that the pages and the API cannot set up exactly."""
 
+import threading
+
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from app.extensions import db
 from app.models import User
-from app.users.service import StaleVersionError, UserGoneError, delete_user, update_user
+from app.users.service import (
+    LastAdminError,
+    StaleVersionError,
+    UserGoneError,
+    delete_user,
+    update_user,
+)
 from tests.conftest import BOTH_DATABASES
 
 
@@ -54,3 +62,35 @@ def test_deleting_a_row_deleted_meanwhile_says_it_is_gone(db_url, make_user):
     other_writer(db_url, f"DELETE FROM users WHERE id = {bob_id}")
     with pytest.raises(UserGoneError):
         delete_user(bob)
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_two_admins_demoted_at_once_leave_one_admin(app, make_user):
+    """Each request sees another admin before it writes; run together, they must not
+    both succeed (no admin left) nor deadlock: exactly one is refused."""
+    ids = [make_user(name, role="admin").id for name in ("ada", "bea")]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def demote(user_id: int) -> None:
+        with app.app_context():
+            user = db.session.get(User, user_id)
+            barrier.wait()
+            try:
+                update_user(user, {"role": "user"}, user.version)
+                outcomes.append("demoted")
+            except LastAdminError:
+                outcomes.append("refused")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=demote, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["demoted", "refused"]
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.active.is_(True))) == 1

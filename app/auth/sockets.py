@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import session
+from flask import current_app, session
 from flask_login import current_user
 from flask_socketio import join_room
 
@@ -38,6 +38,9 @@ def authenticate(auth: Any) -> User:
         raise ConnectionRefusedError("authentication required: log in or pass auth={'token': ...}")
     session[SESSION_KEY] = {"id": user.id, "username": user.username, "role": user.role}
     join_room(user_room(user.id))
+    # The live feed also enforces deactivations on this process's sockets: make sure
+    # it runs wherever anyone is connected, whatever the namespace.
+    current_app.extensions["live_feed"].start()
     return user
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select
 
 from app.auth.sockets import disconnect_local, user_room
 from app.extensions import db, socketio
+from app.live.acks import after_ack
 from app.models import LiveState, User, UserChange, user_payload, utcnow
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ def change_payload(change: UserChange) -> dict[str, Any]:
 
 
 def snapshot() -> tuple[int, dict[int, dict[str, Any]]]:
-    """Every user and the cursor they are as of, read in one serializable transaction
-    (PostgreSQL's default would give each statement its own snapshot)."""
+    """Every user and the cursor they are as of.
+
+    On PostgreSQL both reads share one serializable snapshot (its default would give
+    each statement its own). On SQLite they may not; callers roll the rows forward
+    from the cursor, which makes the result exact either way.
+    """
     db.session.rollback()
     db.session.connection(execution_options={"isolation_level": "SERIALIZABLE"})
     cursor = current_cursor()
@@ -143,20 +148,30 @@ class Feed:
 
     def _run(self) -> None:
         config = self.app.config
+        sent_at = 0.0
         while True:
             self._wake.wait(timeout=config["LIVE_POLL_INTERVAL"])
             self._wake.clear()
-            # Let the other changes of a burst arrive, and send them as one frame.
-            socketio.sleep(config["LIVE_BATCH_WINDOW"])
+            # Let the other changes of a burst arrive and go out in the same frame. A
+            # lone change leaves after the short batch window; in a burst, frames are
+            # spaced by what one fan-out to every subscriber costs, so sending never
+            # falls behind and a burst becomes fewer, larger frames.
+            spacing = self._subscribers() * config["LIVE_FRAME_COST"]
+            socketio.sleep(max(config["LIVE_BATCH_WINDOW"], sent_at + spacing - time.monotonic()))
             with self.app.app_context():
                 try:
-                    self.poll_once()
+                    if self.poll_once():
+                        sent_at = time.monotonic()
                     self._maybe_prune()
                 except Exception:  # keep following after a database hiccup
                     log.exception("live feed: poll failed")
                     socketio.sleep(1)
                 finally:
                     db.session.remove()
+
+    @staticmethod
+    def _subscribers() -> int:
+        return sum(1 for _ in socketio.server.manager.get_participants(NAMESPACE, ROOM))
 
     def _listen(self) -> None:
         """Wake on PostgreSQL NOTIFY user_changes (sent by the trigger at commit)."""
@@ -242,11 +257,11 @@ class Feed:
     # --- subscribing ---------------------------------------------------------------------
 
     def subscribe(self, sid: str, since: int | None) -> dict[str, Any]:
-        """Add ``sid`` to the subscribers and return its acknowledgement.
+        """The acknowledgement for ``sid``'s subscription; it joins once the ack is sent.
 
         ``{"cursor", "changes"}`` replays what came after ``since``; a null, pruned or
         future ``since`` gets ``{"cursor", "rows"}``, a snapshot as of that cursor.
-        Either way the follower emits only changes after the returned cursor.
+        From then on it receives every change after that cursor, exactly once.
         """
         with self.lock:
             self._catch_up(current_cursor())
@@ -264,9 +279,22 @@ class Feed:
                     else:
                         rows.pop(change.user_id, None)
                 ack = {"cursor": head, "rows": list(rows.values())}
-            socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
-            # Release the connection now, so the request teardown has no database I/O
-            # left: under gevent nothing may yield between the lock and the ack.
-            db.session.rollback()
-            return ack
+            db.session.rollback()  # end the read before any I/O towards the client
+        after_ack(lambda: self.join(sid, head))
+        return ack
 
+    def join(self, sid: str, cursor: int) -> None:
+        """Add ``sid`` to the room; first send it what was emitted after ``cursor``."""
+        with self.lock:
+            if not socketio.server.manager.is_connected(sid, NAMESPACE):
+                return
+            if self.head() > cursor:
+                with self.app.app_context():
+                    missed = [change_payload(c) for c in read_changes(cursor, upto=self.head())]
+                    db.session.remove()
+            else:
+                missed = []
+            if missed:
+                socketio.server.emit("changes", missed, to=sid, namespace=NAMESPACE,
+                                     ignore_queue=True)
+            socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)

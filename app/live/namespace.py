@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 from flask_socketio import Namespace
 
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
-from app.live.acks import ack_requested
+from app.live.acks import ack_requested, after_ack
 from app.live.feed import NAMESPACE, ROOM, Feed
 from app.models import User
 
@@ -17,12 +18,13 @@ from app.models import User
 class UsersNamespace(Namespace):
     """Subscriptions to the change feed, and who is viewing or editing what."""
 
-    def __init__(self, namespace: str = NAMESPACE) -> None:
+    def __init__(self, feed: Feed, namespace: str = NAMESPACE) -> None:
         super().__init__(namespace)
-        self.feed: Feed | None = None
+        self.feed = feed
         # sid -> username of dashboard viewers; sid -> (username, user id) of edit forms.
         self.viewers: dict[str, str] = {}
         self.editors: dict[str, tuple[str, int]] = {}
+        self._presence_lock = threading.Lock()  # handlers run in threads under `flask run`
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Answer an unknown event with an error instead of ignoring it."""
@@ -34,58 +36,58 @@ class UsersNamespace(Namespace):
         """A browser (login session) or a token holder connects; anyone else is refused."""
         authenticate(auth)
         db.session.rollback()
-        self._feed().start()
 
     def on_disconnect(self, reason: Any = None) -> None:
         """A client went away: it leaves the presence lists."""
-        if self.viewers.pop(request.sid, None) or self.editors.pop(request.sid, None):
+        with self._presence_lock:
+            left = self.viewers.pop(request.sid, None) or self.editors.pop(request.sid, None)
+        if left:
             self._broadcast_presence()
 
     def on_subscribe(self, data: Any = None) -> dict[str, Any] | None:
         """Client -> server ``{"since": C|null}``; the ack is a snapshot or the changes after C."""
         if not isinstance(data, dict):
-            return self._error("payload must be an object like {\"since\": null}")
+            return self._error('payload must be an object like {"since": null}')
         since = data.get("since")
         if since is not None and (type(since) is not int or since < 0):
             return self._error("since must be null or a non-negative integer")
-        ack = self._feed().subscribe(request.sid, since)
-        self.viewers[request.sid] = socket_user()["username"]
-        self._broadcast_presence()
+        ack = self.feed.subscribe(request.sid, since)
+        with self._presence_lock:
+            self.viewers[request.sid] = socket_user()["username"]
+        after_ack(self._broadcast_presence)  # after the join: the newcomer sees it too
         return ack
 
     def on_watch(self, data: Any = None) -> dict[str, Any] | None:
         """An edit form ``{"id": N}`` follows changes from now; the ack has the user as it is."""
         if not isinstance(data, dict) or type(data.get("id")) is not int:
-            return self._error("payload must be an object like {\"id\": 42}")
-        user = db.session.get(User, data["id"])
-        row = user.to_dict() if user else None
-        feed = self._feed()
-        with feed.lock:
+            return self._error('payload must be an object like {"id": 42}')
+        sid, feed = request.sid, self.feed
+        with feed.lock:  # the row and the cursor as of the same moment
             cursor = feed.head()
-            self.enter_room(request.sid, ROOM)
-        db.session.rollback()
-        self.editors[request.sid] = (socket_user()["username"], data["id"])
-        self._broadcast_presence()
+            user = db.session.get(User, data["id"]) if 0 < data["id"] < 2**31 else None
+            row = user.to_dict() if user else None
+            db.session.rollback()
+        after_ack(lambda: feed.join(sid, cursor))
+        with self._presence_lock:
+            self.editors[sid] = (socket_user()["username"], data["id"])
+        after_ack(self._broadcast_presence)
         return {"cursor": cursor, "row": row}
 
     def on_latency(self, data: Any = None) -> dict[str, Any]:
         """Client -> server with an ack: the client measures the round trip."""
         return {"ok": True}
 
-    def _feed(self) -> Feed:
-        if self.feed is None:
-            self.feed = Feed(current_app._get_current_object())
-            current_app.extensions["live_feed"] = self.feed
-        return self.feed
-
     def _broadcast_presence(self) -> None:
-        editing: dict[int, set[str]] = {}
-        for username, user_id in self.editors.values():
-            editing.setdefault(user_id, set()).add(username)
+        with self._presence_lock:
+            viewers = set(self.viewers.values())
+            editing: dict[int, set[str]] = {}
+            for username, user_id in self.editors.values():
+                editing.setdefault(user_id, set()).add(username)
         payload = {
-            "viewers": sorted(set(self.viewers.values())),
+            "viewers": sorted(viewers),
             "editing": {str(k): sorted(v) for k, v in editing.items()},
         }
+        # Presence is this process's: other processes' clients are not listed here.
         self.socketio.server.emit("presence", payload, to=ROOM, namespace=self.namespace,
                                   ignore_queue=True)
 

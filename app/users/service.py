@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -186,11 +186,14 @@ def delete_user(user: User) -> None:
 
 
 def _ensure_other_admin(user: User) -> None:
-    # FOR UPDATE serialises two admins demoting each other at once on PostgreSQL.
+    # On PostgreSQL, take the lock every write of users takes (migration 0002) before
+    # looking: two admins demoting each other at once then run one after the other,
+    # the second sees the first's change, and neither deadlocks on the other's row.
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(7461832)"))
     others = db.session.scalars(
         select(User.id)
         .where(User.role == "admin", User.active.is_(True), User.id != user.id)
-        .with_for_update()
     ).all()
     if not others:
         raise LastAdminError()
