@@ -381,10 +381,13 @@ def test_patch_rejects_bad_fields(
     assert db.session.get(User, user.id).to_dict() == before
 
 
-def test_patch_and_delete_unknown_user_is_404(client: FlaskClient, admin_auth):
+@pytest.mark.parametrize("user_id", ["9999", "2147483648", "99999999999999999999"])
+def test_unknown_or_huge_ids_are_404(client: FlaskClient, admin_auth, user_id):
+    url = f"/api/users/{user_id}"
     for response in (
-        client.patch("/api/users/9999", headers=admin_auth, json={"version": 1}),
-        client.delete("/api/users/9999", headers=admin_auth),
+        client.get(url, headers=admin_auth),
+        client.patch(url, headers=admin_auth, json={"version": 1}),
+        client.delete(url, headers=admin_auth),
     ):
         assert response.status_code == 404
         assert response.is_json and response.get_json()["error"]
@@ -468,13 +471,15 @@ def test_list_pages(client: FlaskClient, crowd, admin_auth):
     assert (first["total"], first["pages"], names(first)) == (5, 3, ["admin", "bob"])
     assert names(last) == ["erin"]
     assert listing(client, admin_auth, per_page=2, page=9)["items"] == []
+    assert listing(client, admin_auth, per_page=100, page=2**31 - 1)["items"] == []
     assert listing(client, admin_auth, per_page=10_000)["per_page"] == 100
 
 
 @pytest.mark.parametrize(
     "query,field",
     [({"sort": "password_hash"}, "sort"), ({"sort": "-"}, "sort"), ({"page": "0"}, "page"),
-     ({"page": "x"}, "page"), ({"page": str(10**20)}, "page"), ({"per_page": "-1"}, "per_page"),
+     ({"page": "x"}, "page"), ({"page": str(10**20)}, "page"),
+     ({"page": str(2**31)}, "page"), ({"per_page": "-1"}, "per_page"),
      ({"role": "root"}, "role"), ({"active": "maybe"}, "active")],
 )
 def test_list_rejects_bad_parameters(client: FlaskClient, admin_auth, query, field):

@@ -130,6 +130,11 @@ def crowd(make_user, admin: User) -> None:
     ("sort=password_hash", ["admin", "albert", "alice", "Bea", "carl_x", "zed"]),
     ("per_page=2&page=2", ["alice", "Bea"]),
     ("per_page=2&page=9", []),
+    ("per_page=100&page=2147483647", []),
+    # Past the database's OFFSET range: the default page, as for any unusable value.
+    ("per_page=2&page=99999999999999999999", ["admin", "albert"]),
+    ("per_page=2&page=2147483648", ["admin", "albert"]),
+    ("per_page=2&page=x", ["admin", "albert"]),
 ])
 def test_list_search_filter_sort_page(admin_client: FlaskClient, crowd: None, query: str,
                                       expected: list[str]) -> None:
@@ -323,6 +328,18 @@ def test_error_pages_in_the_site_look(admin_client: FlaskClient, user_client: Fl
     html = forbidden.get_data(as_text=True)
     assert forbidden.status_code == 403 and "Forbidden" in html and "Log out" in html
     assert admin_client.get("/users/9999/delete").status_code == 404
+
+
+@BOTH_DATABASES
+@pytest.mark.parametrize("user_id", ["2147483648", "99999999999999999999"])
+def test_huge_ids_are_404_pages(admin_client: FlaskClient, user_id: str) -> None:
+    for url in (f"/users/{user_id}/edit", f"/users/{user_id}/delete"):
+        response = admin_client.get(url)
+        assert response.status_code == 404
+        assert "Page not found" in response.get_data(as_text=True)
+    token = csrf_token(admin_client, "/")
+    response = admin_client.post(f"/users/{user_id}/delete", data={"csrf_token": token})
+    assert response.status_code == 404
 
 
 def test_api_errors_are_json(client: FlaskClient) -> None:

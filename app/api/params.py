@@ -10,11 +10,10 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.api.errors import ApiError, bad_request
+from app.inputs import MAX_INT, bounded_int
 from app.models import ROLES, User
 
 SORTABLE = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
-# Larger page numbers would overflow the database's OFFSET arithmetic.
-MAX_INT = 2**31 - 1
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -71,12 +70,10 @@ def _positive_int(args: Any, name: str, default: int, errors: dict[str, list[str
     raw = args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_INT:
+    value = bounded_int(raw)
+    if value is None:
         errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
+        return default
     return value
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 from werkzeug.wrappers import Response
 
 from app.extensions import db
+from app.inputs import bounded_int
 from app.live.capture import set_change_context
 from app.live.feed import current_cursor
 from app.models import ROLES, User
@@ -55,7 +56,7 @@ def list_args() -> dict[str, Any]:
         "role": role if role in ROLES else "",
         "active": active if active in ACTIVE_FILTER else "",
         "sort": sort,
-        "page": max(request.args.get("page", 1, type=int), 1),
+        "page": bounded_int(request.args.get("page")) or 1,
         "per_page": min(max(per_page, 1), 100),
     }
 
@@ -137,7 +138,7 @@ def create() -> str | Response | tuple[str, int]:
     return render_template("users/form.html", form=form, user=None), status
 
 
-@bp.route("/users/<int:id>/edit", methods=["GET", "POST"])
+@bp.route("/users/<int(max=2147483647):id>/edit", methods=["GET", "POST"])
 @admin_required
 def edit(id: int) -> str | Response | tuple[str, int]:
     """Edit a user; the hidden ``version`` guards against overwriting someone else's change."""
@@ -169,7 +170,7 @@ def edit(id: int) -> str | Response | tuple[str, int]:
     return redirect(url_for("users.index"))
 
 
-@bp.route("/users/<int:id>/delete", methods=["GET", "POST"])
+@bp.route("/users/<int(max=2147483647):id>/delete", methods=["GET", "POST"])
 @admin_required
 def delete(id: int) -> str | Response | tuple[str, int]:
     """Ask for confirmation (GET), then delete the user (POST)."""
