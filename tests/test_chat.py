@@ -181,6 +181,42 @@ def test_without_ack_the_error_comes_as_an_event(connect):
     assert "bad room name" in error["error"]
 
 
+@pytest.fixture
+def realtime_log(monkeypatch, caplog) -> pytest.LogCaptureFixture:
+    """Records of ``app.realtime`` (which the migrations' ``fileConfig`` disabled)."""
+    monkeypatch.setattr(logging.getLogger("app.realtime"), "disabled", False)
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+@pytest.mark.parametrize("args,error", [
+    (({"room": "lobby"}, "extra"), "'join' takes at most one argument, a payload object"),
+    (({"room": "lobby"}, 1, 2), "'join' takes at most one argument, a payload object"),
+    (("lobby",), "payload must be an object"),
+])
+def test_bad_arguments_get_one_clean_answer(connect, realtime_log, args, error):
+    alice = connect("alice")
+    assert alice.emit("join", *args, namespace=NS, callback=True) == {"error": error}
+    assert received(alice) == []  # the ack only, no error event as well
+    alice.emit("join", *args, namespace=NS)
+    assert received(alice) == [("error", {"error": error})]
+    assert [r for r in realtime_log.records if r.levelno >= logging.WARNING] == []
+    assert call(alice, "join", {"room": "lobby"})["ok"]
+
+
+@pytest.mark.parametrize("auth", [{"token": 123}, {"token": ["x"]}, {"token": {}}, "tok", 5])
+def test_malformed_auth_is_refused_without_a_traceback(app, client, make_user, realtime_log,
+                                                      auth):
+    for namespace in (NS, "/demo"):
+        sio = socketio.test_client(app, namespace=namespace, auth=auth)
+        assert not sio.is_connected(namespace)
+    assert [r for r in realtime_log.records if r.levelno >= logging.WARNING] == []
+    make_user("alice")
+    login(client, "alice")  # the login session is enough; a junk token does not spoil it
+    browser = socketio.test_client(app, namespace=NS, auth=auth, flask_test_client=client)
+    assert events(browser, "status") == [{"room": None, "text": "connected as alice"}]
+
+
 def test_rate_limit_is_per_connection(connect):
     alice, alice_tab = connect("alice"), connect("alice")
     for sio in (alice, alice_tab):
@@ -234,11 +270,12 @@ def test_handler_crash_is_logged_answered_and_survived(connect, monkeypatch, cap
     monkeypatch.setattr(logging.getLogger("app.realtime"), "disabled", False)
     with caplog.at_level(logging.ERROR, logger="app.realtime"):
         answer = call(alice, "message", {"room": "lobby", "text": "hi"})
+        alice.emit("message", {"room": "lobby", "text": "no ack"}, namespace=NS)
     assert answer == {"error": "internal server error", "event": "message"}
-    assert events(alice, "error") == [answer]
-    [record] = caplog.records
-    assert "namespace=/chat event=message user=alice" in record.getMessage()
-    assert record.exc_info[0] is RuntimeError
+    assert events(alice, "error") == [answer]  # once: for the event without an ack
+    first, _ = caplog.records
+    assert "namespace=/chat event=message user=alice" in first.getMessage()
+    assert first.exc_info[0] is RuntimeError
     monkeypatch.undo()
     assert call(alice, "message", {"room": "lobby", "text": "after"})["ok"]
 

@@ -135,6 +135,19 @@ def test_bad_events_get_an_error_answer(demo, event, data, error):
     assert alice.is_connected(NS)
 
 
+@pytest.mark.parametrize("event", ["my_event", "my_ping", "disconnect_request"])
+def test_extra_arguments_get_one_error_answer(demo, event):
+    alice = demo("alice")
+    alice.get_received(NS)
+    error = f"{event!r} takes at most one argument, a payload object"
+    assert alice.emit(event, {"data": "x"}, "extra", namespace=NS, callback=True) == {
+        "error": error}
+    assert alice.get_received(NS) == []  # the ack only
+    alice.emit(event, {"data": "x"}, "extra", namespace=NS)
+    assert responses(alice, "error") == [{"error": error}]
+    assert alice.is_connected(NS)
+
+
 def test_page_needs_login_and_shows_the_async_mode(client, make_user):
     assert client.get("/playground").status_code == 302
     make_user("alice")

@@ -1,12 +1,16 @@
 """Socket.IO error handling shared by the chat and playground namespaces.
 
-``ClientError`` (a bad event) is answered with ``{"error": reason}``; any other exception
-in a handler is logged with the namespace, the event and the user, the client gets an
-``error`` event, and the server goes on serving.
+``ClientError`` (a bad event: a bad payload, extra arguments, an unknown event) is
+answered with ``{"error": reason}`` and logged nowhere; any other exception in a handler
+is logged with the namespace, the event and the user and answered with ``{"error":
+"internal server error", "event": name}``. Either answer goes in the acknowledgement
+when the client asked for one, else as one ``error`` event; never both. The server goes
+on serving.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -48,8 +52,18 @@ def socket_error_handler(exc: Exception) -> dict[str, str] | None:
     if event == "connect":
         raise ConnectionRefusedError("internal server error") from exc
     answer = {"error": "internal server error", "event": event}
+    if ack_requested():
+        return answer
     emit("error", answer)
-    return answer
+    return None
+
+
+def string_token(auth: Any) -> Any:
+    """``auth`` with a token that is not a string taken out (it is then no credential),
+    so that ``auth={"token": 123}`` is refused like a wrong token, not with a crash."""
+    if isinstance(auth, dict) and not isinstance(auth.get("token"), str | None):
+        return {key: value for key, value in auth.items() if key != "token"}
+    return auth
 
 
 def session_user_name() -> str:
@@ -74,11 +88,28 @@ class ReportingNamespace(Namespace):
         return socket_error_handler(exc)
 
     def trigger_event(self, event: str, *args: Any) -> Any:
-        """Answer an event nobody handles with an error instead of ignoring it."""
-        if event not in ("connect", "disconnect") and not hasattr(self, f"on_{event}"):
+        """Answer an event nobody handles, or one with arguments its handler does not
+        take, with an error instead of ignoring it or failing inside the handler.
+
+        ``args`` is the sid, then what the client sent.
+        """
+        if event in ("connect", "disconnect"):
+            return super().trigger_event(event, *args)
+        handler = getattr(self, f"on_{event}", None)
+        if handler is None:
             return self.socketio._handle_event(self._unknown, event, self.namespace, *args)
+        try:
+            inspect.signature(handler).bind(*args[1:])
+        except TypeError:
+            return self.socketio._handle_event(self._bad_arguments, event, self.namespace,
+                                               *args)
         return super().trigger_event(event, *args)
 
     @staticmethod
     def _unknown(*args: Any) -> None:
         raise ClientError(f"unknown event {request.event['message']!r}")
+
+    @staticmethod
+    def _bad_arguments(*args: Any) -> None:
+        event = request.event["message"]
+        raise ClientError(f"{event!r} takes at most one argument, a payload object")
