@@ -1,15 +1,18 @@
 """Limits every request's input must respect before it reaches the database.
 
 They come from what the database drivers accept: sqlite3 cannot bind integers past
-64 bits (OverflowError) and OFFSET arithmetic overflows well before that. Left
-unchecked, each would be a 500.
+64 bits (OverflowError), OFFSET arithmetic overflows well before that, and psycopg
+refuses text parameters containing NUL. Left unchecked, each would be a 500.
 """
 
 from __future__ import annotations
 
+from flask import abort, request
+
 # The largest id or page number taken from a URL: the range of an SQL INTEGER. Larger ids
 # are a 404 (the pages' converter is ``<int(max=2147483647):id>``).
 MAX_INT = 2**31 - 1
+NUL_MESSAGE = "The request contains a NUL character (\\x00), which no field accepts."
 
 
 def bounded_int(raw: str | None) -> int | None:
@@ -21,3 +24,19 @@ def bounded_int(raw: str | None) -> int | None:
     except ValueError:
         return None
     return value if 1 <= value <= MAX_INT else None
+
+
+def _texts() -> list[str]:
+    """Every text of the request that may reach a query: query string, form, credentials."""
+    texts = [text for pair in request.args.items(multi=True) for text in pair]
+    texts += [text for pair in request.form.items(multi=True) for text in pair]
+    texts.append(request.headers.get("Authorization", ""))
+    if (auth := request.authorization) is not None:  # Basic credentials arrive base64-encoded
+        texts += [auth.token or "", *auth.parameters.values()]
+    return texts
+
+
+def refuse_nul() -> None:
+    """Answer 400 (JSON under /api, else the error page) to a request carrying a NUL."""
+    if any("\x00" in text for text in _texts()):
+        abort(400, description=NUL_MESSAGE)
