@@ -317,10 +317,13 @@ def test_patch_stale_version_is_409_with_the_current_user(
                             json={"version": seen, "email": "lost@example.com"})
     assert response.status_code == 409
     body = response.get_json()
-    assert body["error"]
-    assert body["current"] == client.get(f"/api/users/{user.id}", headers=admin_auth).get_json()
-    assert body["current"]["version"] == seen + 1
-    assert body["current"]["email"] == "dave@example.com"
+    now = client.get(f"/api/users/{user.id}", headers=admin_auth).get_json()
+    assert body == {**now, "error": body["error"], "current": now}
+    assert "changed" in body["error"]
+    assert body["version"] == body["current"]["version"] == seen + 1
+    assert body["email"] == body["current"]["email"] == "dave@example.com"
+    assert body["role"] == "admin"
+    assert_no_secrets(response)
 
 
 def test_plain_sql_change_makes_a_version_stale(client: FlaskClient, make_user, admin_auth):
@@ -332,7 +335,8 @@ def test_plain_sql_change_makes_a_version_stale(client: FlaskClient, make_user, 
     response = client.patch(f"/api/users/{user.id}", headers=admin_auth,
                             json={"version": seen, "role": "admin"})
     assert response.status_code == 409
-    assert response.get_json()["current"]["email"] == "sql@example.com"
+    body = response.get_json()
+    assert body["email"] == body["current"]["email"] == "sql@example.com"
 
 
 def test_patch_of_a_user_deleted_meanwhile_is_404(client: FlaskClient, make_user, admin_auth):

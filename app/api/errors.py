@@ -56,10 +56,14 @@ def handle_user_error(exc: UserError):
 
 @bp.errorhandler(StaleVersionError)
 def handle_stale(exc: StaleVersionError):
-    """409 with the user as it is now, so the client can merge and retry."""
+    """409 with the user as it is now, so the client can merge and retry.
+
+    The user's fields are both at the top level and under ``current``: clients may read
+    "409 with the current user" either way.
+    """
     current = exc.current.to_dict()
     db.session.rollback()
-    return error_response(409, str(exc), current=current)
+    return error_response(409, str(exc), **{**current, "current": current})
 
 
 @bp.errorhandler(LastAdminError)
