@@ -283,7 +283,7 @@ def test_handler_crash_is_logged_answered_and_survived(connect, monkeypatch, cap
 def test_default_error_handler_covers_other_namespaces(app, monkeypatch, caplog):
     """``socket_error_handler`` as ``on_error_default``: here for /demo without its own."""
     monkeypatch.setattr(logging.getLogger("app.realtime"), "disabled", False)
-    app.config["DEMO_TICK_SECONDS"] = 3600  # the ticker thread sleeps through the test
+    monkeypatch.setattr(socketio, "start_background_task", lambda *args: None)  # no ticker
     monkeypatch.delitem(socketio.exception_handlers, "/demo")
     monkeypatch.setattr(socketio, "default_exception_handler", socket_error_handler)
     token = issue_token(quick_user("al"))

@@ -17,9 +17,24 @@ NS = "/demo"
 
 
 @pytest.fixture
-def demo(app) -> Callable[[str], SocketIOTestClient]:
-    """Connect a /demo test client for a (new) user; the ticker sleeps through the test."""
-    app.config["DEMO_TICK_SECONDS"] = 3600
+def tasks(monkeypatch) -> list[tuple[Any, ...]]:
+    """Background tasks asked for, recorded instead of started: no thread outlives a test.
+
+    The ticker's body is ``DemoNamespace.tick``, which the tests call themselves.
+    """
+    started: list[tuple[Any, ...]] = []
+
+    def record(target: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+        started.append((target, *args))
+        return f"task-{len(started)}"
+
+    monkeypatch.setattr(socketio, "start_background_task", record)
+    return started
+
+
+@pytest.fixture
+def demo(app, tasks) -> Callable[[str], SocketIOTestClient]:
+    """Connect a /demo test client for a (new) user; the ticker is not started."""
     clients: list[SocketIOTestClient] = []
 
     def open_socket(username: str) -> SocketIOTestClient:
@@ -103,19 +118,45 @@ def test_ping_gets_pong(demo):
     assert [p["name"] for p in alice.get_received(NS)] == ["my_pong"]
 
 
-def test_ticker_starts_once_and_a_tick_reaches_everyone(app, demo, monkeypatch):
-    started: list[Any] = []
-    monkeypatch.setattr(namespace(), "ticker", None)
-    monkeypatch.setattr(socketio, "start_background_task", lambda *a: started.append(a) or "task")
+def test_ticker_starts_once_and_a_tick_reaches_everyone(app, demo, tasks):
     alice, bob = demo("alice"), demo("bob")
     demo("carol")
-    assert len(started) == 1 and namespace().ticker == "task"
+    ticker = [task for task in tasks if task[0] == namespace()._tick_forever]
+    assert ticker == [(namespace()._tick_forever, app)] and namespace().ticker is not None
     for sio in (alice, bob):
         sio.get_received(NS)
     namespace().tick(app)
     for sio in (alice, bob):
         [tick] = responses(sio)
-        assert tick["data"] == "Server generated event" and tick["users"] == 3
+        assert tick == {"data": "Server generated event", "count": 1, "users": 3}
+
+
+class Stop(Exception):
+    """Ends ``_tick_forever`` in the test."""
+
+
+def test_ticker_loop_sleeps_ticks_and_survives_a_failed_tick(app, monkeypatch, caplog):
+    app.config["DEMO_TICK_SECONDS"] = 7
+    sleeps: list[float] = []
+    ticks: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        if len(sleeps) == 3:
+            raise Stop
+        sleeps.append(seconds)
+
+    def tick(app_: Any) -> None:
+        ticks.append(len(sleeps))
+        if len(ticks) == 1:
+            raise RuntimeError("database away")
+
+    monkeypatch.setattr(socketio, "sleep", sleep)
+    monkeypatch.setattr(namespace(), "tick", tick)
+    monkeypatch.setattr(app.logger, "disabled", False)
+    with pytest.raises(Stop):
+        namespace()._tick_forever(app)
+    assert sleeps == [7, 7, 7] and ticks == [1, 2, 3]
+    assert [r.getMessage() for r in caplog.records] == ["demo ticker failed"]
 
 
 @pytest.mark.parametrize("event,data,error", [
