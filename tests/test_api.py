@@ -350,6 +350,33 @@ def test_patch_of_a_user_deleted_meanwhile_is_404(client: FlaskClient, make_user
     assert response.is_json and response.get_json()["error"]
 
 
+def test_patch_back_the_fetched_user(client: FlaskClient, admin: User, make_user, admin_auth):
+    """The read-only fields of a fetched user are ignored, even when changed."""
+    user = make_user("dave")
+    fetched = client.get(f"/api/users/{user.id}", headers=admin_auth).get_json()
+    body = {**fetched, "email": "dave2@example.com", "id": admin.id,
+            "created_at": "2000-01-01T00:00:00+00:00", "updated_at": "nonsense"}
+    response = client.patch(f"/api/users/{user.id}", headers=admin_auth, json=body)
+    assert response.status_code == 200, response.get_json()
+    changed = response.get_json()
+    assert changed["id"] == user.id and changed["email"] == "dave2@example.com"
+    assert changed["created_at"] == fetched["created_at"]
+    assert changed["version"] == fetched["version"] + 1
+    db.session.expire_all()
+    assert db.session.get(User, admin.id).email == "admin@example.com"
+
+
+def test_create_ignores_read_only_fields(client: FlaskClient, admin: User, admin_auth):
+    body = {**NEW_USER, "id": admin.id, "created_at": "2000-01-01T00:00:00+00:00",
+            "updated_at": None}
+    response = client.post("/api/users", headers=admin_auth, json=body)
+    assert response.status_code == 201, response.get_json()
+    created = response.get_json()
+    assert created["id"] != admin.id and created["username"] == "dave"
+    assert not created["created_at"].startswith("2000")
+    assert user_count() == 2
+
+
 @pytest.mark.parametrize("body", [{}, {"version": "1"}, {"version": True}, {"version": 1.5},
                                   {"version": None}])
 def test_patch_needs_an_integer_version(client: FlaskClient, make_user, admin_auth, body):
@@ -367,7 +394,7 @@ def test_patch_needs_an_integer_version(client: FlaskClient, make_user, admin_au
         ({"email": "nope"}, 400, "email"),
         ({"active": "no"}, 400, "active"),
         ({"username": 7}, 400, "username"),
-        ({"id": 99}, 400, "_schema"),
+        ({"favourite": "colour"}, 400, "_schema"),
         ({"username": "Admin"}, 409, "username"),
         ({"email": "ADMIN@example.com"}, 409, "email"),
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import abort, url_for
 
 from app.api import bp
@@ -12,6 +14,15 @@ from app.extensions import db
 from app.inputs import MAX_INT
 from app.models import User
 from app.users.service import create_user, delete_user, update_user
+
+
+# Fields the server sets. A client may send back the object it got (GET, 201, 409), so
+# they are dropped, not refused; the service never sees them.
+READ_ONLY = ("id", "created_at", "updated_at")
+
+
+def _writable(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key not in READ_ONLY}
 
 
 def _get_user(user_id: int) -> User:
@@ -42,7 +53,7 @@ def list_users():
 @admin_required
 def post_user():
     """Create a user from ``{username, email, password, role?, active?}`` (201)."""
-    user = create_user(json_object())
+    user = create_user(_writable(json_object()))
     location = url_for("api.get_user", user_id=user.id)
     return user.to_dict(), 201, {"Location": location}
 
@@ -59,7 +70,7 @@ def get_user(user_id: int):
 def patch_user(user_id: int):
     """Change the given fields if ``version`` is still the user's version (else 409)."""
     user = _get_user(user_id)
-    data = json_object()
+    data = _writable(json_object())
     version = data.pop("version", None)
     if type(version) is not int:
         raise bad_request({"version": ["Required: the integer version you last saw."]})
