@@ -15,7 +15,6 @@ from app.inputs import MAX_INT
 from app.models import User
 from app.users.service import create_user, delete_user, update_user
 
-
 # Fields the server sets. A client may send back the object it got (GET, 201, 409), so
 # they are dropped, not refused; the service never sees them.
 READ_ONLY = ("id", "created_at", "updated_at")
