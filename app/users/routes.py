@@ -84,12 +84,15 @@ def users_query(args: dict[str, Any]) -> Select:
 
 
 def table_counts() -> dict[str, int]:
-    """Counts over the whole table (not the filtered page): total, active, admins."""
+    """Counts over the whole table (not the filtered page): total, active, active admins.
+
+    The same counts as the dashboard's script and /live/stats keep up to date.
+    """
     total, active, admins = db.session.execute(
         select(
             func.count(),
             func.count().filter(User.active.is_(True)),
-            func.count().filter(User.role == "admin"),
+            func.count().filter(User.active.is_(True), User.role == "admin"),
         ).select_from(User)
     ).one()
     return {"total": total, "active": active, "admins": admins}
