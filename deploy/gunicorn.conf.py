@@ -33,6 +33,11 @@ graceful_timeout = 20
 keepalive = 5
 
 accesslog = "-"
+# gunicorn's default format, with the path (%(U)s) instead of the request line: query
+# strings carry secrets, such as the API token of /ws/chat/<room>?token=... Note that
+# GeventWebSocketWorker's handler bypasses gunicorn's access log (it writes none); the
+# format applies when another worker class is chosen (GUNICORN_CMD_ARGS).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 # Trust X-Forwarded-* only from these addresses (the reverse proxy).
