@@ -219,3 +219,9 @@ def test_a_subscriber_joins_after_its_ack_and_catches_up_what_was_emitted_meanwh
     assert [(e["name"], [c["row"]["username"] for c in e["args"][0]] if e["name"] == "changes"
              else e["args"][0]["row"]["username"]) for e in received] == [
         ("changes", ["meanwhile1", "meanwhile2"]), ("change", "after")]
+
+
+@pytest.mark.parametrize("auth", [{"token": 123}, {"token": ["x"]}, "token", 5])
+def test_malformed_auth_is_refused_cleanly(app, auth):
+    client = socketio.test_client(app, namespace=NS, auth=auth)
+    assert not client.is_connected(NS)

@@ -12,6 +12,7 @@ import time
 import pytest
 import requests
 import socketio
+import websocket
 from sqlalchemy import create_engine, select, text
 
 from app.auth.tokens import issue_token
@@ -329,3 +330,21 @@ def test_flask_run_threading_mode_never_sends_a_change_before_the_ack(server_fac
             closer.start()
         for closer in closers:
             closer.join()
+
+
+def test_deactivation_closes_the_users_plain_websocket_too(live_server, db_url, make_user):
+    bob = make_user("bob")
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{live_server.port}/ws/chat/lobby?token={issue_token(bob)}", timeout=10)
+    try:
+        plain_sql(db_url, f"UPDATE users SET active = 0 WHERE id = {bob.id}")
+        frames = []
+        while True:  # read until the server closes the socket
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            frames.append(data)
+        assert int.from_bytes(data[:2], "big") == 1008
+        assert any(b"account deactivated" in f for f in frames)
+    finally:
+        ws.shutdown()

@@ -9,6 +9,7 @@ from flask_login import current_user
 from flask_socketio import join_room
 
 from app.auth.tokens import user_for_token
+from app.chat.hub import close_user_bridges
 from app.extensions import db, socketio
 from app.models import User
 
@@ -50,9 +51,11 @@ def socket_user() -> dict[str, Any]:
 
 
 def disconnect_local(user_id: int) -> None:
-    """Close every Socket.IO connection of ``user_id`` in this process, in every namespace."""
+    """Close every connection of ``user_id`` in this process: Socket.IO, every namespace,
+    and the plain WebSockets of the chat bridge."""
     manager = socketio.server.manager
     for namespace in NAMESPACES:
         sids = [sid for sid, _ in manager.get_participants(namespace, user_room(user_id))]
         for sid in sids:
             socketio.server.disconnect(sid, namespace=namespace, ignore_queue=True)
+    close_user_bridges(user_id)

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.models import ApiToken, User, utcnow
@@ -41,9 +42,11 @@ def revoke_user_tokens(user: User) -> int:
     return len(tokens)
 
 
-def user_for_token(plain: str | None) -> User | None:
+def user_for_token(plain: object) -> User | None:
     """The active user a valid (unexpired, unrevoked) token belongs to, else None."""
-    if not plain:
+    if not isinstance(plain, str) or not plain:
         return None
-    token = db.session.scalar(select(ApiToken).filter_by(token_hash=ApiToken.hash(plain)))
+    token = db.session.scalar(
+        select(ApiToken).filter_by(token_hash=ApiToken.hash(plain)).options(joinedload(ApiToken.user))
+    )
     return token.user if token is not None and token.is_valid else None
