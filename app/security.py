@@ -9,6 +9,8 @@ from typing import Any
 from flask import Flask, Response, abort
 from flask_login import current_user, login_required
 
+from app.inputs import refuse_nul
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'self'; "
@@ -17,7 +19,9 @@ CSP = (
 
 
 def init_security(app: Flask) -> None:
-    """Send a strict Content-Security-Policy (no inline scripts) and related headers."""
+    """Refuse NUL bytes in any request's input; send a strict Content-Security-Policy
+    (no inline scripts) and related headers."""
+    app.before_request(refuse_nul)
 
     @app.after_request
     def security_headers(response: Response) -> Response:

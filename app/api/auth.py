@@ -6,22 +6,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import g, request
+from flask import g
 
 from app.api.errors import ApiError
-from app.auth.tokens import user_for_token
+from app.auth.tokens import bearer_token, user_for_token
 from app.live.capture import set_change_context
 from app.models import User
 
 REALM = 'Bearer realm="LiveCRUD"'
-
-
-def bearer_token() -> str | None:
-    """The token of an ``Authorization: Bearer ...`` header, else None."""
-    auth = request.authorization
-    if auth is None or auth.type != "bearer":
-        return None
-    return auth.token
 
 
 def _authenticate() -> User:

@@ -9,9 +9,9 @@ from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.api import bp
-from app.api.auth import bearer_token, token_required
+from app.api.auth import token_required
 from app.api.errors import ApiError
-from app.auth.tokens import issue_token, revoke_token
+from app.auth.tokens import bearer_token, issue_token, revoke_token
 from app.extensions import db
 from app.models import ApiToken, User
 

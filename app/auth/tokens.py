@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, request
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -50,3 +50,11 @@ def user_for_token(plain: object) -> User | None:
         select(ApiToken).filter_by(token_hash=ApiToken.hash(plain)).options(joinedload(ApiToken.user))
     )
     return token.user if token is not None and token.is_valid else None
+
+
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header, else None."""
+    auth = request.authorization
+    if auth is None or auth.type != "bearer":
+        return None
+    return auth.token

@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from app.auth.tokens import user_for_token
+from app.auth.tokens import bearer_token, user_for_token
 from app.chat import store
 from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close_socket
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
@@ -35,14 +35,10 @@ class AccountGone(Exception):
     """The socket's user was deactivated or deleted since it connected."""
 
 
-def bearer_token() -> str | None:
-    """The token of ``?token=`` or of an ``Authorization: Bearer`` header."""
-    if token := request.args.get("token"):
-        return token
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return value.strip() or None
+def bridge_token() -> str | None:
+    """The token of ``?token=`` (browsers cannot set headers on a WebSocket), else the
+    ``Authorization: Bearer`` header."""
+    return request.args.get("token") or bearer_token()
 
 
 def serve(room: str) -> Response:
@@ -51,7 +47,7 @@ def serve(room: str) -> Response:
     if ws is None:
         return Response("WebSocket upgrade required; serve with `python manage.py run`\n",
                         status=400, mimetype="text/plain")
-    user = user_for_token(bearer_token())
+    user = user_for_token(bridge_token())
     try:
         if user is None:
             raise ClientError("authentication required: ?token= or Authorization: Bearer")
