@@ -78,11 +78,13 @@ class Config:
 
     # Live feed: how often the follower looks for changes made outside this process,
     # how long change-log rows are kept, and how often they are pruned.
-    LIVE_POLL_INTERVAL = float(os.environ.get("LIVE_POLL_INTERVAL", 0.2))
+    LIVE_POLL_INTERVAL = float(os.environ.get("LIVE_POLL_INTERVAL", 0.05))
     LIVE_BATCH_WINDOW = float(os.environ.get("LIVE_BATCH_WINDOW", 0.002))
     # Seconds one subscriber adds to a fan-out: during a burst, frames are spaced by
-    # subscribers x this (0.1 s at 1000 subscribers), a lone change is not delayed.
-    LIVE_FRAME_COST = float(os.environ.get("LIVE_FRAME_COST", 0.0001))
+    # subscribers x this (0.2 s at 1000 subscribers), at most LIVE_MAX_FRAME_SPACING.
+    # A lone change is never held back.
+    LIVE_FRAME_COST = float(os.environ.get("LIVE_FRAME_COST", 0.0002))
+    LIVE_MAX_FRAME_SPACING = float(os.environ.get("LIVE_MAX_FRAME_SPACING", 0.2))
     LIVE_RETENTION_SECONDS = int(os.environ.get("LIVE_RETENTION_SECONDS", 7 * 24 * 3600))
     LIVE_PRUNE_INTERVAL = int(os.environ.get("LIVE_PRUNE_INTERVAL", 3600))
     LIVE_FEED_ENABLED = True

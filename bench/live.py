@@ -11,6 +11,7 @@ machines drift by a third from run to run; the ratios much less).
     .venv/bin/python bench/live.py --clients 1 100 1000
     .venv/bin/python bench/live.py --clients 1000 --burst 200 --seconds 10
     .venv/bin/python bench/live.py --clients 5000 --no-bare
+    .venv/bin/python bench/live.py --clients 1000 --burst 200 --writer sql
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import argparse
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -165,8 +168,18 @@ def setup_livecrud(workdir: Path, writers: int) -> tuple[dict, str, list[int]]:
     return env, run("tokens", "issue", "bench"), ids
 
 
+def sql_loop(database: Path, user_id: int, times: list[float]) -> None:
+    """Write like any other program would: plain SQL, one transaction per change."""
+    conn = sqlite3.connect(database, timeout=30, isolation_level=None)
+    for n, at in enumerate(times):
+        time.sleep(max(0.0, at - time.monotonic()))
+        conn.execute("UPDATE users SET email = ? WHERE id = ?", (f"s{user_id}-{n}@example.com",
+                                                                  user_id))
+    conn.close()
+
+
 def livecrud_run(clients: int, events: int, interval: float, rate: float | None,
-                 writers: int = 8) -> dict:
+                 writer: str = "api", writers: int = 8) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env, token, ids = setup_livecrud(Path(tmp), writers)
         port = free_port()
@@ -190,8 +203,10 @@ def livecrud_run(clients: int, events: int, interval: float, rate: float | None,
                 step = 1 / rate if rate else interval
                 schedule = [start + i * step for i in range(events)]
                 per_writer = [schedule[w::writers] for w in range(writers)]
+                loop = patch_loop if writer == "api" else partial(sql_loop,
+                                                                   Path(tmp) / "bench.sqlite")
                 with ThreadPoolExecutor(writers) as pool:
-                    for f in [pool.submit(patch_loop, ids[w], per_writer[w])
+                    for f in [pool.submit(loop, ids[w], per_writer[w])
                               for w in range(writers) if per_writer[w]]:
                         f.result()
 
@@ -209,6 +224,8 @@ def main() -> None:
     parser.add_argument("--burst", type=float, help="changes per second (overrides --interval)")
     parser.add_argument("--seconds", type=float, default=10, help="burst length")
     parser.add_argument("--no-bare", action="store_true", help="skip the reference server")
+    parser.add_argument("--writer", choices=["api", "sql"], default="api",
+                        help="make changes through the API, or with plain SQL from this process")
     args = parser.parse_args()
     events = int(args.burst * args.seconds) if args.burst else args.events
 
@@ -216,9 +233,10 @@ def main() -> None:
     for n in args.clients:
         bare = None if args.no_bare else bare_run(n, events, 1 / args.burst if args.burst
                                                    else args.interval)
-        ours = livecrud_run(n, events, args.interval, args.burst)
+        ours = livecrud_run(n, events, args.interval, args.burst, args.writer)
         rows.append({"bare": bare, "livecrud": ours})
-        print(f"\nN={n}, {events} changes" + (f" at {args.burst:g}/s" if args.burst else ""))
+        print(f"\nN={n}, {events} changes through {args.writer}"
+              + (f" at {args.burst:g}/s" if args.burst else ""))
         print(f"  {'':10} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'ooo':>5} "
               f"{'KB/conn':>8} {'CPU us/msg':>10}")
         for name, r in (("bare", bare), ("livecrud", ours)):

@@ -156,12 +156,14 @@ class Feed:
             # lone change leaves after the short batch window; in a burst, frames are
             # spaced by what one fan-out to every subscriber costs, so sending never
             # falls behind and a burst becomes fewer, larger frames.
-            spacing = self._subscribers() * config["LIVE_FRAME_COST"]
+            spacing = min(self._subscribers() * config["LIVE_FRAME_COST"],
+                          config["LIVE_MAX_FRAME_SPACING"])
             socketio.sleep(max(config["LIVE_BATCH_WINDOW"], sent_at + spacing - time.monotonic()))
             with self.app.app_context():
                 try:
+                    started = time.monotonic()
                     if self.poll_once():
-                        sent_at = time.monotonic()
+                        sent_at = started
                     self._maybe_prune()
                 except Exception:  # keep following after a database hiccup
                     log.exception("live feed: poll failed")
