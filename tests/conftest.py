@@ -25,7 +25,8 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
 from app import create_app
-from app.extensions import db
+from app.auth.tokens import issue_token
+from app.extensions import db, socketio
 from app.models import User
 from app.users.service import create_user
 from config import database_url
@@ -176,6 +177,43 @@ def make_user(app: Flask) -> Callable[..., User]:
 @pytest.fixture
 def admin(make_user) -> User:
     return make_user("admin", role="admin")
+
+
+@pytest.fixture
+def admin_client(client: FlaskClient, admin: User) -> FlaskClient:
+    """A test client logged in as the admin."""
+    assert login(client, "admin").status_code == 302
+    return client
+
+
+@pytest.fixture
+def bob(make_user) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def user_client(app: Flask, bob: User) -> FlaskClient:
+    """A second test client, logged in as bob (not an admin)."""
+    other = app.test_client()
+    assert login(other, "bob").status_code == 302
+    return other
+
+
+@pytest.fixture
+def sockets(app: Flask):
+    """Open Flask-SocketIO test clients with a user's API token; disconnected at the end."""
+    opened = []
+
+    def open_socket(namespace: str, user: User, **kwargs):
+        kwargs.setdefault("auth", {"token": issue_token(user)})
+        sio = socketio.test_client(app, namespace=namespace, **kwargs)
+        opened.append((sio, namespace))
+        return sio
+
+    yield open_socket
+    for sio, namespace in opened:
+        if sio.is_connected(namespace):
+            sio.disconnect(namespace=namespace)
 
 
 def csrf_token(client: FlaskClient, url: str = "/login") -> str:

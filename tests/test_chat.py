@@ -31,23 +31,17 @@ def quick_user(username: str) -> User:
 
 
 @pytest.fixture
-def connect(app) -> Callable[..., SocketIOTestClient]:
+def connect(sockets) -> Callable[..., SocketIOTestClient]:
     """A chat socket of a user (created on first use); a second call, a second tab."""
-    clients: list[SocketIOTestClient] = []
 
     def open_socket(username: str, keep: bool = False) -> SocketIOTestClient:
-        user = store.user_named(username) or quick_user(username)
-        sio = socketio.test_client(app, namespace=NS, auth={"token": issue_token(user)})
+        sio = sockets(NS, store.user_named(username) or quick_user(username))
         assert sio.is_connected(NS)
         if not keep:
             sio.get_received(NS)
-        clients.append(sio)
         return sio
 
-    yield open_socket
-    for sio in clients:
-        if sio.is_connected(NS):
-            sio.disconnect(namespace=NS)
+    return open_socket
 
 
 def call(sio: SocketIOTestClient, event: str, data: Any = None) -> Any:

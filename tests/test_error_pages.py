@@ -9,25 +9,7 @@ from sqlalchemy import text
 
 from app.extensions import db
 from app.models import User
-from tests.conftest import BOTH_DATABASES, csrf_token, login
-
-
-@pytest.fixture
-def admin_client(client: FlaskClient, admin: User) -> FlaskClient:
-    assert login(client, "admin").status_code == 302
-    return client
-
-
-@pytest.fixture
-def bob(make_user) -> User:
-    return make_user("bob")
-
-
-@pytest.fixture
-def user_client(app: Flask, bob: User) -> FlaskClient:
-    other = app.test_client()
-    assert login(other, "bob").status_code == 302
-    return other
+from tests.conftest import BOTH_DATABASES, csrf_token
 
 
 def test_error_pages_in_the_site_look(admin_client: FlaskClient, user_client: FlaskClient,

@@ -18,20 +18,9 @@ NS = "/users"
 
 
 @pytest.fixture
-def connect(app, admin):
+def connect(sockets, admin):
     """Connect a test client to /users with a token of ``user`` (the admin by default)."""
-    clients = []
-
-    def open_client(user=None, **kwargs):
-        kwargs.setdefault("auth", {"token": issue_token(user or admin)})
-        client = socketio.test_client(app, namespace=NS, **kwargs)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        if client.is_connected(NS):
-            client.disconnect(NS)
+    return lambda user=None, **kwargs: sockets(NS, user or admin, **kwargs)
 
 
 def feed(app):

@@ -4,6 +4,7 @@ and writers in other processes (CLI, plain SQL), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import getpass
+import json
 import subprocess
 import sys
 import threading
@@ -337,6 +338,10 @@ def test_deactivation_closes_the_users_plain_websocket_too(live_server, db_url, 
     ws = websocket.create_connection(
         f"ws://127.0.0.1:{live_server.port}/ws/chat/lobby?token={issue_token(bob)}", timeout=10)
     try:
+        # The handshake completes before the bridge's view runs: wait until it serves.
+        ws.send(json.dumps({"text": "ready?"}))
+        while b"ready?" not in ws.recv_data()[1]:
+            pass
         plain_sql(db_url, f"UPDATE users SET active = 0 WHERE id = {bob.id}")
         frames = []
         while True:  # read until the server closes the socket

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from flask_socketio import SocketIOTestClient
 
-from app.auth.tokens import issue_token
 from app.extensions import db, socketio
 from app.models import User
 from tests.conftest import login
@@ -33,23 +32,18 @@ def tasks(monkeypatch) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def demo(app, tasks) -> Callable[[str], SocketIOTestClient]:
+def demo(sockets, tasks) -> Callable[[str], SocketIOTestClient]:
     """Connect a /demo test client for a (new) user; the ticker is not started."""
-    clients: list[SocketIOTestClient] = []
 
     def open_socket(username: str) -> SocketIOTestClient:
         user = User(username=username, email=f"{username}@example.com")
         db.session.add(user)
         db.session.commit()
-        sio = socketio.test_client(app, namespace=NS, auth={"token": issue_token(user)})
+        sio = sockets(NS, user)
         assert sio.is_connected(NS)
-        clients.append(sio)
         return sio
 
-    yield open_socket
-    for sio in clients:
-        if sio.is_connected(NS):
-            sio.disconnect(namespace=NS)
+    return open_socket
 
 
 def responses(sio: SocketIOTestClient, name: str = "my_response") -> list[Any]:
