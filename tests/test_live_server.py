@@ -215,9 +215,12 @@ def pruned() -> int:
 def test_unauthenticated_and_foreign_origin_connections_are_refused(live_server, admin):
     for kwargs in ({"auth": None}, {"auth": {"token": "forged"}}):
         sio = socketio.Client(reconnection=False)
+        reasons: list = []
+        sio.on("connect_error", reasons.append, namespace="/users")
         with pytest.raises(socketio.exceptions.ConnectionError):
             sio.connect(live_server.url, namespaces=["/users"], transports=["websocket"],
                         wait_timeout=5, **kwargs)
+        assert "authentication required" in reasons[0]["message"]  # the client is told why
     sio = socketio.Client(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
         sio.connect(live_server.url, namespaces=["/users"], auth={"token": issue_token(admin)},

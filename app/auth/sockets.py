@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, session
 from flask_login import current_user
-from flask_socketio import join_room
+from flask_socketio import ConnectionRefusedError, join_room
 
 from app.auth.tokens import user_for_token
 from app.chat.hub import close_user_bridges

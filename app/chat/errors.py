@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from flask import request, session
-from flask_socketio import Namespace, SocketIO, emit
+from flask_socketio import ConnectionRefusedError, Namespace, SocketIO, emit
 
 from app.auth.sockets import SESSION_KEY
 from app.chat.rules import ClientError
@@ -41,9 +41,6 @@ def socket_error_handler(exc: Exception) -> dict[str, str] | None:
     ``socketio.on_error_default`` for every other namespace.
     """
     db.session.rollback()
-    if isinstance(exc, ConnectionRefusedError):
-        # The built-in one: Flask-SocketIO passes only python-socketio's own through.
-        raise exc
     if isinstance(exc, ClientError):
         return reject(str(exc))
     event = request.event["message"]
