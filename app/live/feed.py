@@ -156,9 +156,12 @@ class Feed:
             # lone change leaves after the short batch window; in a burst, frames are
             # spaced by what one fan-out to every subscriber costs, so sending never
             # falls behind and a burst becomes fewer, larger frames.
-            spacing = min(self._subscribers() * config["LIVE_FRAME_COST"],
-                          config["LIVE_MAX_FRAME_SPACING"])
-            socketio.sleep(max(config["LIVE_BATCH_WINDOW"], sent_at + spacing - time.monotonic()))
+            wait = config["LIVE_BATCH_WINDOW"]
+            if time.monotonic() - sent_at < config["LIVE_MAX_FRAME_SPACING"]:  # a burst
+                spacing = min(self._subscribers() * config["LIVE_FRAME_COST"],
+                              config["LIVE_MAX_FRAME_SPACING"])
+                wait = max(wait, sent_at + spacing - time.monotonic())
+            socketio.sleep(wait)
             with self.app.app_context():
                 try:
                     started = time.monotonic()
