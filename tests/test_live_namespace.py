@@ -214,3 +214,12 @@ def test_a_subscriber_joins_after_its_ack_and_catches_up_what_was_emitted_meanwh
 def test_malformed_auth_is_refused_cleanly(app, auth):
     client = socketio.test_client(app, namespace=NS, auth=auth)
     assert not client.is_connected(NS)
+
+
+def test_live_stats_counts_this_minutes_changes_for_the_chart(admin_client, make_user):
+    make_user("alice")
+    make_user("bob")
+    stats = admin_client.get("/live/stats").get_json()
+    assert len(stats["per_minute"]) == 60
+    assert stats["per_minute"][59] == 3  # the admin and the two users, just now
+    assert sum(stats["per_minute"][:59]) == 0
