@@ -20,6 +20,7 @@ from app.models import User
 
 CONTEXT_KEY = "change_context"
 TOUCHED_KEY = "users_touched"
+WRITTEN_KEY = "change_context_written"
 
 
 def set_change_context(actor: str | None, origin: str) -> None:
@@ -49,10 +50,11 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
                  "VALUES (1, :actor, :origin)"),
             {"actor": actor, "origin": origin},
         )
+        session.info[WRITTEN_KEY] = True
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
-    if session.info.get(TOUCHED_KEY) and session.connection().dialect.name != "postgresql":
+    if session.info.pop(WRITTEN_KEY, False):  # empty it in the flush that filled it
         session.connection().execute(text("DELETE FROM change_context"))
 
 
@@ -65,6 +67,7 @@ def _after_commit(session: Session) -> None:
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(TOUCHED_KEY, None)
+    session.info.pop(WRITTEN_KEY, None)  # the rollback took the context row with it
 
 
 def init_capture() -> None:
