@@ -150,10 +150,6 @@ class ApiToken(db.Model):
         plain = secrets.token_urlsafe(32)
         return cls(user=user, token_hash=cls.hash(plain), expires_at=utcnow() + lifetime), plain
 
-    @property
-    def is_valid(self) -> bool:
-        return self.revoked_at is None and self.expires_at > utcnow() and self.user.is_active
-
 
 class UserChange(db.Model):
     """One insert, update or delete of ``users``, written by database triggers.

@@ -24,6 +24,18 @@ function record(index, seq, sentAt) {
   lastSeen.set(index, seq);
 }
 
+// Every client receives the same change: parse its time once, not once per client, so
+// the swarm's own cost per delivery stays as low as with the bare server's numeric "t".
+const commitTimes = new Map();  // cursor -> commit time in ms
+function commitTime(change) {
+  let t = commitTimes.get(change.cursor);
+  if (t === undefined) {
+    t = Date.parse(change.at);
+    commitTimes.set(change.cursor, t);
+  }
+  return t;
+}
+
 function open(index, opts) {
   return new Promise((resolve, reject) => {
     const socket = io(opts.url + opts.namespace, {
@@ -41,7 +53,7 @@ function open(index, opts) {
       resolve(socket);
     });
     if (opts.event === "changes") {
-      const one = (c) => record(index, c.cursor, Date.parse(c.at));
+      const one = (c) => record(index, c.cursor, commitTime(c));
       socket.on("change", one);
       socket.on("changes", (list) => list.forEach(one));
     } else {

@@ -127,8 +127,9 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
-def _fresh_g(sender: Flask, **extra: object) -> None:
+def _fresh_request(sender: Flask, **extra: object) -> None:
     g.__dict__.clear()
+    db.session.expire_all()  # a production request starts with an empty session
 
 
 @pytest.fixture
@@ -136,14 +137,14 @@ def app(db_url: str, tmp_path: Path) -> Iterator[Flask]:
     """The app on a fresh database, with an app context pushed for the test's own code.
 
     Requests made while that context is pushed would share its ``g`` (Flask-Login's
-    cached user, Flask-WTF's token), so each request starts with a fresh ``g``, as in
-    production.
+    cached user, Flask-WTF's token) and its session's loaded objects, so each request
+    starts with a fresh ``g`` and nothing loaded, as in production.
     """
     app = create_app(
         "testing",
         {"SQLALCHEMY_DATABASE_URI": db_url, "SECRET_KEY": "test-secret", "SERVER_NAME": None},
     )
-    request_started.connect(_fresh_g, app)
+    request_started.connect(_fresh_request, app)
     with app.app_context():
         yield app
         db.session.remove()

@@ -71,8 +71,7 @@ def test_resume_replays_the_changes_after_since_then_streams(app, connect, make_
     assert change["cursor"] == ack["cursor"] + 1
     assert change["op"] == "update" and change["id"] == alice.id
     assert change["row"]["email"] == "alice@new.example" and change["row"]["version"] == 2
-    assert change["before"]["email"] == "alice@example.com"
-    assert change["changed"] == ["email"]
+    assert change["before"] == {"email": "alice@example.com"}  # only what changed
     assert (change["actor"], change["origin"]) == ("admin", "ui")
 
 
@@ -89,6 +88,9 @@ def test_changes_in_one_poll_come_as_one_batch_in_cursor_order(app, connect, mak
     cursors = [c["cursor"] for c in batch]
     assert cursors == sorted(cursors) and len(set(cursors)) == 4
     assert batch[-1]["row"] is None and batch[-1]["origin"] == "sql"
+    assert batch[0]["before"] is None
+    assert batch[-1]["before"] == {"username": "amy", "email": "amy@example.com",
+                                   "role": "user", "active": True}
 
 
 def test_plain_sql_update_is_captured_and_bumps_the_version(app, connect, make_user):
@@ -180,6 +182,18 @@ def test_presence_lists_viewers_and_editors(connect, make_user):
     assert presence == {"viewers": ["admin"], "editing": {str(alice.id): ["carol"]}}
     editor.disconnect(NS)
     assert events(viewer, "presence")[-1] == {"viewers": ["admin"], "editing": {}}
+
+
+def test_presence_is_sent_to_everyone_only_when_it_changes(connect):
+    first = connect()
+    first.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert events(first, "presence") == [{"viewers": ["admin"], "editing": {}}]
+    second = connect()  # another tab of the same user: nothing new for the first tab
+    second.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert events(second, "presence") == [{"viewers": ["admin"], "editing": {}}]
+    assert events(first, "presence") == []
+    second.disconnect(NS)
+    assert events(first, "presence") == []
 
 
 def test_logging_out_closes_the_users_sockets(app, client, admin):

@@ -107,7 +107,7 @@ def test_changes_from_every_writer_arrive(live, live_server, db_url, make_user):
         ("insert", "form_user", "ui", "admin"),
         ("insert", "api_user", "api", "admin"),
     ]
-    assert changes[2]["changed"] == ["role"] and changes[2]["row"]["version"] == 2
+    assert changes[2]["before"] == {"role": "user"} and changes[2]["row"]["version"] == 2
     assert [c["cursor"] for c in changes] == [ack["cursor"] + i for i in range(1, 7)]
     assert alice.id == changes[3]["id"]
 
@@ -256,7 +256,8 @@ def test_changes_made_through_the_app_record_their_actor(live, admin, make_user)
     set_change_context("admin", "ui")
     update_user(bob, {"role": "admin"}, bob.version)
     change = client.wait_for(2)[1]
-    assert (change["actor"], change["origin"], change["changed"]) == ("admin", "ui", ["role"])
+    assert (change["actor"], change["origin"], change["before"]) == ("admin", "ui",
+                                                                    {"role": "user"})
 
 
 @pytest.mark.parametrize("queue", [False, True], ids=["no-queue", "redis-queue"])

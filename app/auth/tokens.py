@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from flask import current_app, request
 from sqlalchemy import select
-from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.models import ApiToken, User, utcnow
@@ -46,10 +45,14 @@ def user_for_token(plain: object) -> User | None:
     """The active user a valid (unexpired, unrevoked) token belongs to, else None."""
     if not isinstance(plain, str) or not plain:
         return None
-    token = db.session.scalar(
-        select(ApiToken).filter_by(token_hash=ApiToken.hash(plain)).options(joinedload(ApiToken.user))
+    return db.session.scalar(
+        select(User).join(ApiToken).where(
+            ApiToken.token_hash == ApiToken.hash(plain),
+            ApiToken.revoked_at.is_(None),
+            ApiToken.expires_at > utcnow(),
+            User.active.is_(True),
+        )
     )
-    return token.user if token is not None and token.is_valid else None
 
 
 def bearer_token() -> str | None:

@@ -57,21 +57,20 @@ def read_changes(after: int, upto: int | None = None, limit: int | None = None) 
 
 
 def change_payload(change: UserChange) -> dict[str, Any]:
-    """A change as clients receive it: the contract's fields, plus ``before`` (the
-    watched fields as they were), ``changed`` (which of them differ), who and when."""
+    """A change as clients receive it: the contract's fields, plus who, from where, when,
+    and ``before``: the old values of the watched fields an update changed (the whole
+    watched row for a delete, null for an insert)."""
     row = user_payload(change.row_after) if change.row_after else None
     before = None
     if change.row_before:
         old = user_payload(change.row_before)
-        before = {f: old[f] for f in WATCHED_FIELDS}
-    changed = [f for f in WATCHED_FIELDS if row[f] != before[f]] if row and before else []
+        before = {f: old[f] for f in WATCHED_FIELDS if row is None or row[f] != old[f]}
     return {
         "cursor": change.cursor,
         "op": change.op,
         "id": change.user_id,
         "row": row,
         "before": before,
-        "changed": changed,
         "actor": change.actor,
         "origin": change.origin,
         "at": change.created_at.isoformat() if change.created_at else None,
@@ -222,6 +221,7 @@ class Feed:
         while True:
             changes = read_changes(self.head(), limit=BATCH_LIMIT)
             payloads = [change_payload(c) for c in changes]
+            accounts = [(c.user_id, c.row_before, c.row_after) for c in changes]
             # End the read transaction before any I/O towards clients.
             db.session.rollback()
             if not payloads:
@@ -234,8 +234,8 @@ class Feed:
                                      ignore_queue=True)
             self.cursor = payloads[-1]["cursor"]
             sent += len(payloads)
-            for payload in payloads:
-                self._enforce(payload)
+            for account in accounts:
+                self._enforce(*account)
             if len(payloads) < BATCH_LIMIT:
                 return sent
 
@@ -246,18 +246,16 @@ class Feed:
             # Changes pruned before they were ever emitted cannot be sent.
             self.cursor = max(self.head(), cursor)
 
-    def _enforce(self, change: dict[str, Any]) -> None:
-        """Apply account changes to open sockets: close a deactivated or deleted user's
-        connections; tell a user whose role or state changed, so pages adapt."""
-        row, before = change["row"], change["before"]
-        if before is None or not before["active"]:
+    def _enforce(self, user_id: int, before: dict | None, after: dict | None) -> None:
+        """Apply an account change to open sockets: close a deactivated or deleted user's
+        connections; tell a user whose role changed, so pages adapt."""
+        if not before or not before["active"]:
             return
-        if row is None or not row["active"]:
-            disconnect_local(change["id"])
-        elif row["role"] != before["role"]:
-            socketio.server.emit("permissions", {"role": row["role"], "active": row["active"]},
-                                 to=user_room(change["id"]), namespace=NAMESPACE,
-                                 ignore_queue=True)
+        if not after or not after["active"]:
+            disconnect_local(user_id)
+        elif after["role"] != before["role"]:
+            socketio.server.emit("permissions", {"role": after["role"], "active": True},
+                                 to=user_room(user_id), namespace=NAMESPACE, ignore_queue=True)
 
     # --- subscribing ---------------------------------------------------------------------
 

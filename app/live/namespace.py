@@ -25,6 +25,7 @@ class UsersNamespace(Namespace):
         self.viewers: dict[str, str] = {}
         self.editors: dict[str, tuple[str, int]] = {}
         self._presence_lock = threading.Lock()  # handlers run in threads under `flask run`
+        self._presence: dict[str, Any] | None = None  # as last sent to the room
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Answer an unknown event with an error instead of ignoring it."""
@@ -52,9 +53,10 @@ class UsersNamespace(Namespace):
         if since is not None and (type(since) is not int or since < 0):
             return self._error("since must be null or a non-negative integer")
         ack = self.feed.subscribe(request.sid, since)
+        sid = request.sid
         with self._presence_lock:
-            self.viewers[request.sid] = socket_user()["username"]
-        after_ack(self._broadcast_presence)  # after the join: the newcomer sees it too
+            self.viewers[sid] = socket_user()["username"]
+        after_ack(lambda: self._broadcast_presence(newcomer=sid))  # after the join
         return ack
 
     def on_watch(self, data: Any = None) -> dict[str, Any] | None:
@@ -70,26 +72,34 @@ class UsersNamespace(Namespace):
         after_ack(lambda: feed.join(sid, cursor))
         with self._presence_lock:
             self.editors[sid] = (socket_user()["username"], data["id"])
-        after_ack(self._broadcast_presence)
+        after_ack(lambda: self._broadcast_presence(newcomer=sid))
         return {"cursor": cursor, "row": row}
 
     def on_latency(self, data: Any = None) -> dict[str, Any]:
         """Client -> server with an ack: the client measures the round trip."""
         return {"ok": True}
 
-    def _broadcast_presence(self) -> None:
+    def _broadcast_presence(self, newcomer: str | None = None) -> None:
+        """Send the room who is viewing and editing, when that changed; a newcomer gets
+        it anyway. (A thousand tabs of one user joining is one broadcast, not a
+        thousand to a thousand.)"""
         with self._presence_lock:
-            viewers = set(self.viewers.values())
             editing: dict[int, set[str]] = {}
             for username, user_id in self.editors.values():
                 editing.setdefault(user_id, set()).add(username)
-        payload = {
-            "viewers": sorted(viewers),
-            "editing": {str(k): sorted(v) for k, v in editing.items()},
-        }
-        # Presence is this process's: other processes' clients are not listed here.
-        self.socketio.server.emit("presence", payload, to=ROOM, namespace=self.namespace,
-                                  ignore_queue=True)
+            payload = {
+                "viewers": sorted(set(self.viewers.values())),
+                "editing": {str(k): sorted(v) for k, v in sorted(editing.items())},
+            }
+            if payload != self._presence:
+                self._presence, to = payload, ROOM
+            elif newcomer:
+                to = newcomer
+            else:
+                return
+            # Presence is this process's: other processes' clients are not listed here.
+            self.socketio.server.emit("presence", payload, to=to, namespace=self.namespace,
+                                      ignore_queue=True)
 
     def _error(self, reason: str, sid: str | None = None) -> dict[str, str] | None:
         """The error answer: in the ack if one was asked for, else an ``error`` event."""

@@ -117,8 +117,10 @@ function trimPage() {
 }
 
 function applyChange(change) {
+  // An update's `before` holds only the fields it changed.
+  const before = change.op === "update" ? { ...change.row, ...change.before } : change.before;
   const tr = tbody.querySelector(`tr[data-id="${change.id}"]`);
-  const was = matches(change.before) || (tr !== null);
+  const was = matches(before) || (tr !== null);
   const now = matches(change.row);
   if (tr && Number(tr.dataset.version) >= (change.row?.version ?? Infinity)) return;
   if (was && !now) view.total -= 1;
@@ -136,7 +138,7 @@ function applyChange(change) {
     trimPage();
     highlight(created, change);
   }
-  count(change.before, -1);
+  count(before, -1);
   count(change.row, +1);
   logActivity(change);
 }
@@ -199,7 +201,8 @@ function logActivity(change) {
   }
   const item = document.createElement("li");
   const name = change.row?.username ?? change.before?.username ?? `#${change.id}`;
-  const fields = change.changed.length ? ` (${change.changed.join(", ")})` : "";
+  const changed = change.op === "update" ? Object.keys(change.before) : [];
+  const fields = changed.length ? ` (${changed.join(", ")})` : "";
   item.textContent = `${name}: ${describe(change)}${fields}`;
   list.prepend(item);
   while (list.children.length > 8) list.lastElementChild.remove();

@@ -39,7 +39,7 @@ function onChanges(changes) {
       lockForm();
       continue;
     }
-    const lines = change.changed.map(
+    const lines = Object.keys(change.before).map(
       (f) => `${f}: ${fmt(f, change.before[f])} → ${fmt(f, change.row[f])}`);
     show("changed", `Changed by ${who} (now version ${change.row.version}). ` +
       "Saving will be refused as a conflict; reload to edit the new values.",
