@@ -12,10 +12,6 @@ import itertools
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,8 +26,8 @@ from app.extensions import db, socketio
 from app.models import User
 from app.users.service import create_user
 from config import database_url
+from tests.servers import ROOT, ServerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -236,78 +232,6 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD):
 
 
 # --- a real server process -------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """``python manage.py run`` (gevent), or ``flask run`` (threading), in a subprocess."""
-
-    def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None,
-                 flask_run: bool = False):
-        self.db_url = db_url
-        self.instance = instance
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.extra_env = env or {}
-        self.command = (["-m", "flask", "run"] if flask_run else ["manage.py", "run"])
-        self.proc: subprocess.Popen | None = None
-        self.log = instance / f"server-{self.port}.log"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DATABASE_URL": self.db_url,
-            "INSTANCE_PATH": str(self.instance),
-            "SECRET_KEY": "test-secret",
-            "FLASK_CONFIG": "development",
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
-
-    def start(self) -> ServerProcess:
-        self.instance.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.command, "--port", str(self.port)],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def restart(self) -> ServerProcess:
-        """Stop and start again on the same port (clients see a server restart)."""
-        self.stop()
-        return self.start()
-
-    def flask(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run a ``flask`` CLI command against this server's database, in another process."""
-        return subprocess.run(
-            [sys.executable, "-m", "flask", *args], cwd=ROOT, env=self.env,
-            capture_output=True, text=True, check=check, timeout=60,
-        )
-
 
 @pytest.fixture
 def server_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
