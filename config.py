@@ -88,6 +88,16 @@ class Config:
     LIVE_RETENTION_SECONDS = int(os.environ.get("LIVE_RETENTION_SECONDS", 7 * 24 * 3600))
     LIVE_PRUNE_INTERVAL = int(os.environ.get("LIVE_PRUNE_INTERVAL", 3600))
     LIVE_FEED_ENABLED = True
+    # A full snapshot of the plain change stream holds at most this many users, and a
+    # replay at most this many changes (beyond: a snapshot, or an error saying to
+    # subscribe with a view).
+    LIVE_SNAPSHOT_MAX_ROWS = int(os.environ.get("LIVE_SNAPSHOT_MAX_ROWS", 10_000))
+    # A poll that finds more changes than this re-reads every view instead of looking
+    # at each change (a bulk write).
+    LIVE_VIEW_BULK_CHANGES = int(os.environ.get("LIVE_VIEW_BULK_CHANGES", 2000))
+    # Subscribes per second and burst allowed to one connection.
+    LIVE_SUBSCRIBE_RATE = float(os.environ.get("LIVE_SUBSCRIBE_RATE", 10))
+    LIVE_SUBSCRIBE_BURST = int(os.environ.get("LIVE_SUBSCRIBE_BURST", 30))
     # The garbage collector's youngest-generation threshold in the gevent server
     # (manage.py; Python's default is 700).
     GC_GEN0_THRESHOLD = int(os.environ.get("GC_GEN0_THRESHOLD", 50_000))

@@ -33,6 +33,7 @@ def cli() -> None:
 def run(host: str, port: int) -> None:
     """Serve the app with gevent and gevent-websocket."""
     click.echo(f"LiveCRUD on http://{host}:{port} (async mode: {socketio.async_mode})")
+    app.extensions["live_feed"].start()
     socketio.run(app, host=host, port=port, debug=False, use_reloader=False, log_output=False)
 
 

@@ -74,7 +74,8 @@ def register_blueprints(app: Flask) -> None:
 def register_namespaces(app: Flask) -> None:
     """Register fresh namespace instances: each ``init_app`` builds a new Socket.IO server.
 
-    The live feed is made here, once per app, and started by the first connection.
+    The live feed is made here, once per app; the server starts it (``manage.py run``,
+    gunicorn's config), or else the first connection does.
     """
     from app.chat.errors import socket_error_handler
     from app.chat.namespace import ChatNamespace

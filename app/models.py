@@ -23,9 +23,11 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.collation import ascii_lower
 from app.extensions import db
 
 ROLES = ("admin", "user")
@@ -111,6 +113,37 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.username}>"
+
+
+# The users list's indexes (migration 0003): one per sort, each with the id tie (a
+# backward scan serves the descending sort), on the expressions app/users/listing.py
+# sorts and searches by. Usernames and emails sort and match through ascii_lower.
+for _field in ("role", "active", "version", "created_at", "updated_at"):
+    Index(f"ix_users_{_field}_id", User.__table__.c[_field], User.id)
+for _field in ("username", "email"):
+    _column: ColumnElement[str] = ascii_lower(User.__table__.c[_field])
+    Index(f"ix_users_lower_{_field}_id", _column, User.id)
+    # PostgreSQL only: pg_trgm serves LIKE '%needle%' (SQLite has the FTS5 table below).
+    Index(
+        f"ix_users_{_field}_trgm",
+        _column.label(f"{_field}_trgm"),
+        postgresql_using="gin",
+        postgresql_ops={f"{_field}_trgm": "gin_trgm_ops"},
+        info={"dialect": "postgresql"},
+    ).ddl_if(dialect="postgresql")
+
+# SQLite only, not modelled: the FTS5 trigram table over username and email (external
+# content: the rows stay in users) and the shadow tables FTS5 keeps for it.
+SQLITE_FTS_TABLES = frozenset(
+    {"users_fts", "users_fts_data", "users_fts_idx", "users_fts_docsize", "users_fts_config"}
+)
+
+
+def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Alembic's autogenerate filter: compare everything but the FTS5 tables, which
+    the models cannot declare (pass it as ``include_name`` to ``compare_metadata`` or
+    ``Migrate``)."""
+    return not (type_ == "table" and name in SQLITE_FTS_TABLES)
 
 
 USER_FIELDS = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
@@ -229,3 +262,25 @@ class ChatMessage(db.Model):
             "client_id": self.client_id,
             "ts": self.created_at.isoformat(),
         }
+
+
+class UserCount(db.Model):
+    """How many users have this role and active flag, kept by triggers (migration 0003)
+    so that totals never count the users table."""
+
+    __tablename__ = "user_counts"
+
+    role: Mapped[str] = mapped_column(String(10), primary_key=True)
+    active: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+
+
+class ChangeMinute(db.Model):
+    """How many changes of users were logged in one minute, kept by a trigger on
+    user_changes (migration 0003) for the dashboard's chart."""
+
+    __tablename__ = "change_minutes"
+
+    # Unix seconds // 60 of the change's created_at.
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)

@@ -44,3 +44,9 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # No run-time control socket: nothing uses it, and it would need a writable $HOME.
 control_socket_disable = True
+
+
+def post_worker_init(worker) -> None:
+    """Start the live feed as soon as the worker has loaded the app, not at the first
+    connection: clients that reconnect after a restart find it already following."""
+    worker.wsgi.extensions["live_feed"].start()

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from app.auth.tokens import issue_token
 from app.extensions import db, socketio
 from app.live.capture import set_change_context
-from app.live.feed import current_cursor, prune
+from app.live.changelog import current_cursor, prune
 from app.users.service import update_user
 from tests.conftest import BOTH_DATABASES, csrf_token, login
 

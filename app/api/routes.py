@@ -9,7 +9,7 @@ from flask import abort, url_for
 from app.api import bp
 from app.api.auth import admin_required, token_required
 from app.api.errors import bad_request
-from app.api.params import json_object, users_query
+from app.api.params import json_object, users_listing
 from app.extensions import db
 from app.inputs import MAX_INT
 from app.models import User
@@ -37,14 +37,14 @@ def _get_user(user_id: int) -> User:
 @token_required
 def list_users():
     """One page of users, filtered by ``q``, ``role`` and ``active``, sorted by ``sort``."""
-    query, page, per_page = users_query()
-    result = db.paginate(query, page=page, per_page=per_page, error_out=False, count=True)
+    listing = users_listing()
+    total = listing.count()
     return {
-        "items": [user.to_dict() for user in result.items],
-        "total": result.total,
-        "page": result.page,
-        "per_page": result.per_page,
-        "pages": result.pages,
+        "items": [user.to_dict() for user in listing.rows()],
+        "total": total,
+        "page": listing.page,
+        "per_page": listing.per_page,
+        "pages": -(-total // listing.per_page),
     }
 
 

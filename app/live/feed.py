@@ -1,8 +1,9 @@
-"""The change feed: reading the change log and the follower that pushes it to clients.
+"""The follower of the change log, and the subscribe/join protocol of ``/users``.
 
 One ``Feed`` per process follows ``user_changes`` (written by the database triggers,
 whoever the writer) and emits every new change, in cursor order, to the Socket.IO
-clients of *this* process that subscribed. Changes committed in this process wake it
+clients of *this* process that subscribed to the plain change stream, and keeps the
+pages of the live views (``app.live.views``) exact. Changes committed in this process wake it
 at once; other writers are seen by polling, or at once through LISTEN/NOTIFY on
 PostgreSQL. Changes arriving within ``LIVE_BATCH_WINDOW`` go out as one frame.
 """
@@ -15,98 +16,36 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
-from sqlalchemy import delete, func, select
+from flask import Flask, has_app_context
 
 from app.auth.sockets import disconnect_local, user_room
 from app.extensions import db, socketio
 from app.live.acks import after_ack
-from app.models import LiveState, User, UserChange, user_payload, utcnow
+from app.live.changelog import (
+    change_payload,
+    consistent_read,
+    current_cursor,
+    prune,
+    pruned_through,
+    read_changes,
+    snapshot,
+)
+from app.live.views import Page, ViewRegistry, diff, plan_reads
+from app.models import user_payload
+from app.users.counts import table_counts
+from app.users.listing import Listing
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/users"
-ROOM = "feed"
+ROOM = "feed"  # subscribers of the plain change stream
+VIEWS_ROOM = "views"  # every view subscriber: counters and the activity list
 BATCH_LIMIT = 500
-WATCHED_FIELDS = ("username", "email", "role", "active")
+RECENT = 8
 
 
-def current_cursor() -> int:
-    """The newest cursor (0 before any change); it never goes back, even after pruning.
-
-    Read it *before* the data a page renders: the page then subscribes from it, and
-    any change made in between is replayed rather than lost.
-    """
-    newest = db.session.scalar(select(func.max(UserChange.cursor))) or 0
-    return max(newest, pruned_through())
-
-
-def pruned_through() -> int:
-    """Every change up to this cursor may have been pruned (0: none was)."""
-    return db.session.scalar(select(LiveState.value).filter_by(key="pruned_through")) or 0
-
-
-def read_changes(after: int, upto: int | None = None, limit: int | None = None) -> list[UserChange]:
-    """The changes with ``after < cursor <= upto``, in cursor order."""
-    query = select(UserChange).where(UserChange.cursor > after).order_by(UserChange.cursor)
-    if upto is not None:
-        query = query.where(UserChange.cursor <= upto)
-    if limit is not None:
-        query = query.limit(limit)
-    return list(db.session.scalars(query))
-
-
-def change_payload(change: UserChange) -> dict[str, Any]:
-    """A change as clients receive it: the contract's fields, plus who, from where, when,
-    and ``before``: the old values of the watched fields an update changed (the whole
-    watched row for a delete, null for an insert)."""
-    row = user_payload(change.row_after) if change.row_after else None
-    before = None
-    if change.row_before:
-        old = user_payload(change.row_before)
-        before = {f: old[f] for f in WATCHED_FIELDS if row is None or row[f] != old[f]}
-    return {
-        "cursor": change.cursor,
-        "op": change.op,
-        "id": change.user_id,
-        "row": row,
-        "before": before,
-        "actor": change.actor,
-        "origin": change.origin,
-        "at": change.created_at.isoformat() if change.created_at else None,
-    }
-
-
-def snapshot() -> tuple[int, dict[int, dict[str, Any]]]:
-    """Every user and the cursor they are as of.
-
-    On PostgreSQL both reads share one serializable snapshot (its default would give
-    each statement its own). On SQLite they may not; callers roll the rows forward
-    from the cursor, which makes the result exact either way.
-    """
-    db.session.rollback()
-    db.session.connection(execution_options={"isolation_level": "SERIALIZABLE"})
-    cursor = current_cursor()
-    rows = {u.id: u.to_dict() for u in db.session.scalars(select(User).order_by(User.id))}
-    return cursor, rows
-
-
-def prune(retention: timedelta) -> int:
-    """Delete changes older than ``retention``, remember how far; returns how many."""
-    cutoff = utcnow() - retention
-    last = db.session.scalar(
-        select(func.max(UserChange.cursor)).where(UserChange.created_at < cutoff)
-    )
-    if last is None:
-        return 0
-    count = db.session.execute(delete(UserChange).where(UserChange.cursor <= last)).rowcount
-    state = db.session.get(LiveState, "pruned_through")
-    if state is None:
-        db.session.add(LiveState(key="pruned_through", value=last))
-    else:
-        state.value = max(state.value, last)
-    db.session.commit()
-    return count
+class SubscribeError(ValueError):
+    """A subscription the contract refuses (the message goes to the client)."""
 
 
 class Feed:
@@ -116,8 +55,10 @@ class Feed:
         self.app = app
         # Held while emitting and while a client subscribes, so a subscriber joins
         # the room exactly between two emitted batches: nothing lost, nothing twice.
+        # Never held while waiting for a database connection by a subscriber.
         self.lock = threading.RLock()
         self.cursor: int | None = None
+        self.views = ViewRegistry()
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
         self._started = False
@@ -126,19 +67,21 @@ class Feed:
     # --- the follower task -------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the follower (and the PostgreSQL listener) once per process."""
+        """Start the follower (and the PostgreSQL listener) once per process.
+
+        Called at start-up by the server (``manage.py run``, gunicorn), and by every
+        connection (the first one starts it under ``flask run``). The head is read on
+        the caller's own session, never while holding a lock, so a connection stampede
+        cannot keep it from starting.
+        """
+        if self.cursor is None and has_app_context():
+            self.head()
         with self._start_lock:
-            if self._started:
-                return
+            if self._started or not self.app.config["LIVE_FEED_ENABLED"]:
+                return  # tests drive poll_once() themselves
             self._started = True
-            with self.app.app_context():
-                self.head()
-                postgres = db.engine.dialect.name == "postgresql"
-                db.session.rollback()
-        if not self.app.config["LIVE_FEED_ENABLED"]:
-            return  # tests drive poll_once() themselves
         socketio.start_background_task(self._run)
-        if postgres:
+        if self.app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
             socketio.start_background_task(self._listen)
 
     def wake(self) -> None:
@@ -173,9 +116,9 @@ class Feed:
                 finally:
                     db.session.remove()
 
-    @staticmethod
-    def _subscribers() -> int:
-        return sum(1 for _ in socketio.server.manager.get_participants(NAMESPACE, ROOM))
+    def _subscribers(self) -> int:
+        plain = sum(1 for _ in socketio.server.manager.get_participants(NAMESPACE, ROOM))
+        return plain + len(self.views.by_sid)
 
     def _listen(self) -> None:
         """Wake on PostgreSQL NOTIFY user_changes (sent by the trigger at commit)."""
@@ -217,27 +160,68 @@ class Feed:
             return self._poll_locked()
 
     def _poll_locked(self) -> int:
+        """Everything up to the newest cursor, read in one snapshot: the plain stream in
+        batches (yielding between them), then the views it affected, as of that cursor."""
         sent = 0
-        while True:
-            changes = read_changes(self.head(), limit=BATCH_LIMIT)
-            payloads = [change_payload(c) for c in changes]
-            accounts = [(c.user_id, c.row_before, c.row_after) for c in changes]
-            # End the read transaction before any I/O towards clients.
-            db.session.rollback()
-            if not payloads:
-                return sent
-            if len(payloads) == 1:
-                socketio.server.emit("change", payloads[0], to=ROOM, namespace=NAMESPACE,
-                                     ignore_queue=True)
-            else:
-                socketio.server.emit("changes", payloads, to=ROOM, namespace=NAMESPACE,
-                                     ignore_queue=True)
-            self.cursor = payloads[-1]["cursor"]
-            sent += len(payloads)
-            for account in accounts:
-                self._enforce(*account)
-            if len(payloads) < BATCH_LIMIT:
-                return sent
+        recent: list[dict[str, Any]] = []
+        with consistent_read():
+            upto = current_cursor()
+            if upto <= self.head() and not self.views.stale():
+                return 0
+            bulk = upto - self.head() > self.app.config["LIVE_VIEW_BULK_CHANGES"]
+            if bulk:
+                self.views.mark_all()
+            while self.head() < upto:
+                changes = read_changes(self.head(), upto=upto, limit=BATCH_LIMIT)
+                if not changes:
+                    break  # pruned before it was ever emitted
+                payloads = [change_payload(c) for c in changes]
+                if len(payloads) == 1:
+                    socketio.server.emit("change", payloads[0], to=ROOM, namespace=NAMESPACE,
+                                         ignore_queue=True)
+                else:
+                    socketio.server.emit("changes", payloads, to=ROOM, namespace=NAMESPACE,
+                                         ignore_queue=True)
+                if not bulk:
+                    self.views.absorb([
+                        (c.cursor, c.user_id,
+                         user_payload(c.row_before) if c.row_before else None, p["row"], p)
+                        for c, p in zip(changes, payloads, strict=True)
+                    ])
+                for change in changes:
+                    self._enforce(change.user_id, change.row_before, change.row_after)
+                self.cursor = changes[-1].cursor
+                sent += len(payloads)
+                recent = (recent + payloads)[-RECENT:]
+                if self.head() < upto:
+                    socketio.sleep(0)  # a burst never freezes the other clients
+            self.cursor = max(self.head(), upto)
+            self._refresh_views()
+            counts = table_counts() if sent and self.views.by_sid else None
+        if counts is not None:
+            socketio.server.emit("counts", {"cursor": self.head(), "counts": counts,
+                                            "changes": sent, "recent": recent},
+                                 to=VIEWS_ROOM, namespace=NAMESPACE, ignore_queue=True)
+        return sent
+
+    def _refresh_views(self) -> None:
+        """Re-read the pages that changes may have altered and send each its diff; tell
+        the others whose total moved. Inside the poll's snapshot, as of ``head()``."""
+        cursor, totals = self.head(), {}
+        for listing, offset, limit, pages in plan_reads(self.views.stale()):
+            users = [u.to_dict() for u in listing.rows(offset, limit)]
+            for page in pages:
+                if page.recount:
+                    key = page.listing.filter_key
+                    if key not in totals:
+                        totals[key] = page.listing.count()
+                    page.total = totals[key]
+                start = page.listing.offset - offset
+                event = diff(page, cursor, page.total,
+                             users[start:start + page.listing.per_page])
+                if event is not None:
+                    self.views.emit(page, event)
+        self.views.announce_totals(cursor)
 
     def _catch_up(self, cursor: int) -> None:
         """Emit everything up to ``cursor`` to the room before a new client joins it."""
@@ -257,22 +241,31 @@ class Feed:
             socketio.server.emit("permissions", {"role": after["role"], "active": True},
                                  to=user_room(user_id), namespace=NAMESPACE, ignore_queue=True)
 
-    # --- subscribing ---------------------------------------------------------------------
+    # --- subscribing: the plain change stream -------------------------------------------
 
     def subscribe(self, sid: str, since: int | None) -> dict[str, Any]:
         """The acknowledgement for ``sid``'s subscription; it joins once the ack is sent.
 
         ``{"cursor", "changes"}`` replays what came after ``since``; a null, pruned or
-        future ``since`` gets ``{"cursor", "rows"}``, a snapshot as of that cursor.
-        From then on it receives every change after that cursor, exactly once.
+        future ``since``, or a replay longer than ``LIVE_SNAPSHOT_MAX_ROWS`` changes,
+        gets ``{"cursor", "rows"}``, a snapshot as of that cursor, while the table holds
+        no more users than that (else ``SubscribeError``). From then on it receives every
+        change after that cursor, exactly once.
         """
+        limit = self.app.config["LIVE_SNAPSHOT_MAX_ROWS"]
         with self.lock:
+            self._leave_view(sid)
             self._catch_up(current_cursor())
             head = self.head()
-            if since is not None and pruned_through() <= since <= head:
+            if since is not None and pruned_through() <= since <= head and head - since <= limit:
                 ack = {"cursor": head,
                        "changes": [change_payload(c) for c in read_changes(since, upto=head)]}
             else:
+                if table_counts()["total"] > limit:
+                    db.session.rollback()
+                    raise SubscribeError(
+                        f"the table holds more than {limit} users, too many for a full "
+                        "snapshot: subscribe with a view ({\"view\": {...}}) instead")
                 cursor, rows = snapshot()
                 self._catch_up(cursor)
                 head = self.head()
@@ -301,3 +294,55 @@ class Feed:
                 socketio.server.emit("changes", missed, to=sid, namespace=NAMESPACE,
                                      ignore_queue=True)
             socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
+
+    # --- subscribing: live views ----------------------------------------------------------
+
+    def subscribe_view(self, sid: str, listing: Listing) -> dict[str, Any]:
+        """The acknowledgement of a view: its page and total; the client joins the
+        view's room once the ack is sent, and is sent a ``view`` event on every change.
+
+        The page is read from the database outside the lock, unless another subscriber
+        already follows the same view: then it is answered from memory.
+        """
+        while True:
+            read = None if listing in self.views.pages else self._read_page(listing)
+            with self.lock:
+                if read is None and listing not in self.views.pages:
+                    continue  # its last subscriber left meanwhile: read it after all
+                socketio.server.leave_room(sid, ROOM, namespace=NAMESPACE)
+                page = self.views.add(sid, listing, read, self.head())
+                cursor = page.cursor if page.stale else max(page.cursor, self.head())
+                ack = {**page.state(cursor), "view": listing.as_dict()}
+                serial = page.serial
+                if page.stale:
+                    self.wake()
+                break
+        ack["counts"] = table_counts()
+        db.session.rollback()
+
+        def join() -> None:
+            with self.lock:
+                self.views.join(sid, page, serial)
+                socketio.server.enter_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
+
+        after_ack(join)
+        return ack
+
+    @staticmethod
+    def _read_page(listing: Listing) -> Page:
+        """The page and its total as of one cursor, from one snapshot."""
+        with consistent_read():
+            cursor = current_cursor()
+            users = [u.to_dict() for u in listing.rows()]
+            total = listing.count()
+        return Page(listing, room="", cursor=cursor, total=total,
+                    ids=[u["id"] for u in users], rows={u["id"]: u for u in users})
+
+    def _leave_view(self, sid: str) -> None:
+        self.views.remove(sid)
+        socketio.server.leave_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
+
+    def leave(self, sid: str) -> None:
+        """``sid`` disconnected: it follows no view any more."""
+        with self.lock:
+            self._leave_view(sid)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_socketio import Namespace
 
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
 from app.live.acks import ack_requested, after_ack
-from app.live.feed import NAMESPACE, ROOM, Feed
+from app.live.feed import NAMESPACE, ROOM, Feed, SubscribeError
 from app.models import User
+from app.ratelimit import RateLimiter
+from app.users.listing import Listing, ListingError
 
 
 class UsersNamespace(Namespace):
@@ -21,6 +23,8 @@ class UsersNamespace(Namespace):
     def __init__(self, feed: Feed, namespace: str = NAMESPACE) -> None:
         super().__init__(namespace)
         self.feed = feed
+        config = feed.app.config
+        self.subscribes = RateLimiter(config["LIVE_SUBSCRIBE_RATE"], config["LIVE_SUBSCRIBE_BURST"])
         # sid -> username of dashboard viewers; sid -> (username, user id) of edit forms.
         self.viewers: dict[str, str] = {}
         self.editors: dict[str, tuple[str, int]] = {}
@@ -39,20 +43,35 @@ class UsersNamespace(Namespace):
         db.session.rollback()
 
     def on_disconnect(self, reason: Any = None) -> None:
-        """A client went away: it leaves the presence lists."""
+        """A client went away: it leaves its view and the presence lists."""
+        self.feed.leave(request.sid)
+        self.subscribes.forget(request.sid)
         with self._presence_lock:
             left = self.viewers.pop(request.sid, None) or self.editors.pop(request.sid, None)
         if left:
             self._broadcast_presence()
 
     def on_subscribe(self, data: Any = None) -> dict[str, Any] | None:
-        """Client -> server ``{"since": C|null}``; the ack is a snapshot or the changes after C."""
+        """Client -> server ``{"since": C|null}`` (the ack is a snapshot or the changes
+        after C) or ``{"view": {...}}`` (the ack is the page; ``view`` events follow)."""
+        if not self.subscribes.allow(request.sid):
+            return self._error(self.subscribes.message("subscribes"))
         if not isinstance(data, dict):
-            return self._error('payload must be an object like {"since": null}')
-        since = data.get("since")
-        if since is not None and (type(since) is not int or since < 0):
-            return self._error("since must be null or a non-negative integer")
-        ack = self.feed.subscribe(request.sid, since)
+            return self._error('payload must be an object like {"since": null} or {"view": {}}')
+        try:
+            if "view" in data:
+                listing = Listing.from_view(
+                    data["view"], max_per_page=current_app.config["API_MAX_PER_PAGE"])
+                ack = self.feed.subscribe_view(request.sid, listing)
+            else:
+                since = data.get("since")
+                if since is not None and (type(since) is not int or since < 0):
+                    return self._error("since must be null or a non-negative integer")
+                ack = self.feed.subscribe(request.sid, since)
+        except ListingError as exc:
+            return self._error(f"bad view: {exc}")
+        except SubscribeError as exc:
+            return self._error(str(exc))
         sid = request.sid
         with self._presence_lock:
             self.viewers[sid] = socket_user()["username"]

@@ -6,17 +6,17 @@ from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import Select, func, select
 from werkzeug.wrappers import Response
 
 from app.extensions import db
-from app.inputs import bounded_int
 from app.live.capture import set_change_context
-from app.live.feed import current_cursor
-from app.models import ROLES, User
+from app.live.changelog import current_cursor
+from app.models import User
 from app.security import admin_required
 from app.users import bp
+from app.users.counts import table_counts
 from app.users.forms import ConfirmForm, CreateUserForm, EditUserForm
+from app.users.listing import PER_PAGE_CHOICES, Listing
 from app.users.service import (
     LastAdminError,
     StaleVersionError,
@@ -26,76 +26,24 @@ from app.users.service import (
     update_user,
 )
 
-SORTABLE = {
-    "username": User.username,
-    "email": User.email,
-    "role": User.role,
-    "active": User.active,
-    "created_at": User.created_at,
-    "updated_at": User.updated_at,
-    "id": User.id,
-}
 DEFAULT_SORT = "username"
-ACTIVE_FILTER = {"yes": True, "no": False}
 LAST_ADMIN_MESSAGE = (
     "This is the last active admin: it cannot be demoted, deactivated or deleted. "
     "Make another user an active admin first. Nothing was changed."
 )
 
 
-def list_args() -> dict[str, Any]:
-    """The list's query arguments, cleaned: unknown values fall back to the defaults."""
-    sort = request.args.get("sort", DEFAULT_SORT)
-    if sort.lstrip("-") not in SORTABLE or sort.count("-") > 1:
-        sort = DEFAULT_SORT
-    role = request.args.get("role", "")
-    active = request.args.get("active", "")
-    per_page = request.args.get("per_page", current_app.config["USERS_PER_PAGE"], type=int)
-    return {
-        "q": request.args.get("q", "").strip()[:100],
-        "role": role if role in ROLES else "",
-        "active": active if active in ACTIVE_FILTER else "",
-        "sort": sort,
-        "page": bounded_int(request.args.get("page")) or 1,
-        "per_page": min(max(per_page, 1), 100),
-    }
+def page_listing() -> Listing:
+    """The list's query arguments, leniently: a bad value falls back to its default."""
+    return Listing.from_args(request.args, strict=False, default_sort=DEFAULT_SORT,
+                             default_per_page=current_app.config["USERS_PER_PAGE"],
+                             max_per_page=max(PER_PAGE_CHOICES))
 
 
-def users_query(args: dict[str, Any]) -> Select:
-    """The users matching the search and filters, in the requested order."""
-    query = select(User)
-    if args["q"]:
-        needle = args["q"].lower()
-        query = query.where(
-            func.lower(User.username).contains(needle, autoescape=True)
-            | func.lower(User.email).contains(needle, autoescape=True)
-        )
-    if args["role"]:
-        query = query.where(User.role == args["role"])
-    if args["active"]:
-        query = query.where(User.active.is_(ACTIVE_FILTER[args["active"]]))
-    column = SORTABLE[args["sort"].lstrip("-")]
-    if column is User.username:  # case-insensitive, like the live table's client-side sort
-        column = func.lower(User.username)
-    if args["sort"].startswith("-"):
-        return query.order_by(column.desc(), User.id.desc())
-    # Ties by id, in the same direction: the order the dashboard's script keeps.
-    return query.order_by(column.asc(), User.id.asc())
-
-
-def table_counts() -> dict[str, int]:
-    """Counts over the whole table (not the filtered page): total, active, active admins.
-
-    The same counts as the dashboard's script and /live/stats keep up to date.
-    """
-    total, active, admins = db.session.execute(
-        select(
-            func.count(),
-            func.count().filter(User.active.is_(True)),
-            func.count().filter(User.active.is_(True), User.role == "admin"),
-        ).select_from(User)
-    ).one()
-    return {"total": total, "active": active, "admins": admins}
+def template_args(listing: Listing) -> dict[str, Any]:
+    """The listing as the page's links and form fields spell it ('' for "any")."""
+    active = "" if listing.active is None else str(listing.active).lower()
+    return {**listing.as_dict(), "role": listing.role or "", "active": active}
 
 
 @bp.route("/")
@@ -103,10 +51,11 @@ def table_counts() -> dict[str, int]:
 def index() -> str:
     """The users list, also the live dashboard (the cursor is read before the rows)."""
     cursor = current_cursor()
-    args = list_args()
-    pagination = db.paginate(
-        users_query(args), page=args["page"], per_page=args["per_page"], error_out=False
-    )
+    listing = page_listing()
+    args = template_args(listing)
+    pagination = db.paginate(listing.select(), page=listing.page, per_page=listing.per_page,
+                             error_out=False, count=False)
+    pagination.total = listing.count()
 
     def list_url(**changes: Any) -> str:
         merged = {**args, **changes}
@@ -116,6 +65,7 @@ def index() -> str:
         "users/index.html",
         cursor=cursor,
         args=args,
+        view=listing.as_dict(),
         pagination=pagination,
         counts=table_counts(),
         list_url=list_url,

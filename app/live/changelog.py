@@ -1,0 +1,124 @@
+"""The change log ``user_changes``: cursors, reads, payloads, snapshots and pruning.
+
+The log is written by the database triggers (migration 0002), whoever the writer; this
+module only reads it (and prunes it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from app.extensions import db
+from app.models import LiveState, User, UserChange, user_payload, utcnow
+
+WATCHED_FIELDS = ("username", "email", "role", "active")
+PRUNE_BATCH = 5000
+
+
+def current_cursor() -> int:
+    """The newest cursor (0 before any change); it never goes back, even after pruning.
+
+    Read it *before* the data a page renders: the page then subscribes from it, and
+    any change made in between is replayed rather than lost.
+    """
+    newest = db.session.scalar(select(func.max(UserChange.cursor))) or 0
+    return max(newest, pruned_through())
+
+
+def pruned_through() -> int:
+    """Every change up to this cursor may have been pruned (0: none was)."""
+    return db.session.scalar(select(LiveState.value).filter_by(key="pruned_through")) or 0
+
+
+def read_changes(after: int, upto: int | None = None, limit: int | None = None) -> list[UserChange]:
+    """The changes with ``after < cursor <= upto``, in cursor order."""
+    query = select(UserChange).where(UserChange.cursor > after).order_by(UserChange.cursor)
+    if upto is not None:
+        query = query.where(UserChange.cursor <= upto)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(db.session.scalars(query))
+
+
+def change_payload(change: UserChange) -> dict[str, Any]:
+    """A change as clients receive it: the contract's fields, plus who, from where, when,
+    and ``before``: the old values of the watched fields an update changed (the whole
+    watched row for a delete, null for an insert)."""
+    row = user_payload(change.row_after) if change.row_after else None
+    before = None
+    if change.row_before:
+        old = user_payload(change.row_before)
+        before = {f: old[f] for f in WATCHED_FIELDS if row is None or row[f] != old[f]}
+    return {
+        "cursor": change.cursor,
+        "op": change.op,
+        "id": change.user_id,
+        "row": row,
+        "before": before,
+        "actor": change.actor,
+        "origin": change.origin,
+        "at": change.created_at.isoformat() if change.created_at else None,
+    }
+
+
+@contextmanager
+def consistent_read() -> Iterator[None]:
+    """Run the reads inside in one snapshot of the database, then end it.
+
+    PostgreSQL: a REPEATABLE READ transaction (its default gives each statement its own
+    snapshot). SQLite: an explicit BEGIN, whose first read fixes the WAL snapshot (the
+    driver would otherwise run each SELECT on its own).
+    """
+    db.session.rollback()
+    if db.engine.dialect.name == "postgresql":
+        db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        db.session.connection().exec_driver_sql("BEGIN")
+    try:
+        yield
+    finally:
+        db.session.rollback()
+
+
+def snapshot() -> tuple[int, dict[int, dict[str, Any]]]:
+    """Every user and the cursor they are as of, from one snapshot."""
+    with consistent_read():
+        cursor = current_cursor()
+        rows = {u.id: u.to_dict() for u in db.session.scalars(select(User).order_by(User.id))}
+    return cursor, rows
+
+
+def prune(retention: timedelta, batch: int = PRUNE_BATCH) -> int:
+    """Delete changes older than ``retention``, remember how far; returns how many.
+
+    Deleted in batches of ``batch`` rows, each its own short transaction, so writers
+    never wait long for the log (SQLite reuses the freed pages).
+    """
+    cutoff = utcnow() - retention
+    last = db.session.scalar(
+        select(func.max(UserChange.cursor)).where(UserChange.created_at < cutoff)
+    )
+    db.session.rollback()
+    if last is None:
+        return 0
+    count = 0
+    while True:
+        upto = db.session.scalar(
+            select(UserChange.cursor).where(UserChange.cursor <= last)
+            .order_by(UserChange.cursor).offset(batch - 1).limit(1)
+        ) or last
+        deleted = db.session.execute(delete(UserChange).where(UserChange.cursor <= upto)).rowcount
+        state = db.session.get(LiveState, "pruned_through")
+        if state is None:
+            db.session.add(LiveState(key="pruned_through", value=upto))
+        else:
+            state.value = max(state.value, upto)
+        db.session.commit()
+        count += deleted
+        if upto >= last:
+            return count

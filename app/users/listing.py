@@ -1,0 +1,282 @@
+"""The users list, declared once: what can be searched, filtered and sorted, and how.
+
+The dashboard page (lenient: a bad parameter falls back to its default), ``GET
+/api/users`` (strict: a bad parameter is a 400) and the live views (strict, typed JSON)
+all build a ``Listing`` here, so they return the same users in the same order. The same
+rules also exist in Python (``matches``, ``compare``) so the live views can tell which
+pages a change can affect without asking the database.
+
+Rules:
+- ``q`` is a substring of the username or the email, ignoring ASCII case.
+- ``role`` is ``admin`` or ``user``; ``active`` is a boolean.
+- ``sort`` is one field or several separated by commas, ``-`` for descending; usernames
+  and emails sort ignoring ASCII case, byte order otherwise (the same on SQLite and
+  PostgreSQL, whatever the database's collation). The id breaks ties, in the direction
+  of the last key.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select, text
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.collation import ascii_lower, fold
+from app.extensions import db
+from app.inputs import MAX_INT, bounded_int
+from app.models import ROLES, User, parse_timestamp
+from app.users.counts import count_where
+
+SORTABLE = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
+CASE_INSENSITIVE = ("username", "email")
+SEARCH_COLUMNS = ("username", "email")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+Q_MAX_LENGTH = 100
+PER_PAGE_CHOICES = (10, 20, 50, 100)
+VIEW_KEYS = ("q", "role", "active", "sort", "page", "per_page")
+# The trigram index (FTS5 on SQLite, pg_trgm on PostgreSQL) needs three characters.
+TRIGRAM = 3
+
+
+class ListingError(ValueError):
+    """Bad list parameters: ``errors`` maps each parameter to its messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _sort_keys(sort: str) -> list[tuple[str, bool]] | None:
+    """``[(field, descending)]`` with the id tie appended; None when the sort is bad."""
+    keys: list[tuple[str, bool]] = []
+    for part in (p.strip() for p in sort.split(",")):
+        field = part.removeprefix("-")
+        if field not in SORTABLE or field in (k for k, _ in keys):
+            return None
+        keys.append((field, part.startswith("-")))
+    if not keys:
+        return None
+    if "id" not in (field for field, _ in keys):
+        keys.append(("id", keys[-1][1]))
+    return keys
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One query of the users list: filter, sort and page."""
+
+    q: str = ""
+    role: str | None = None
+    active: bool | None = None
+    sort: str = "id"
+    page: int = 1
+    per_page: int = 20
+
+    # --- building one -------------------------------------------------------------------
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str], *, strict: bool, default_sort: str = "id",
+                  default_per_page: int = 20, max_per_page: int = 100) -> Listing:
+        """From a query string. Strict: every bad parameter is reported at once
+        (``ListingError``); lenient: a bad parameter takes its default."""
+        errors: dict[str, list[str]] = {}
+        values: dict[str, Any] = {"sort": default_sort, "per_page": default_per_page}
+
+        q = args.get("q", "").strip()
+        if len(q) > Q_MAX_LENGTH:
+            errors["q"] = [f"At most {Q_MAX_LENGTH} characters."]
+            q = q[:Q_MAX_LENGTH]
+        values["q"] = q
+        if role := args.get("role", ""):
+            if role in ROLES:
+                values["role"] = role
+            else:
+                errors["role"] = [f"Must be one of: {', '.join(ROLES)}."]
+        if active := args.get("active", ""):
+            if active.lower() in BOOLEANS:
+                values["active"] = BOOLEANS[active.lower()]
+            else:
+                errors["active"] = ["Must be true or false."]
+        if "sort" in args:
+            if _sort_keys(args["sort"]) is None:
+                errors["sort"] = [f"Sort by one of: {', '.join(SORTABLE)} "
+                                  "(prefix '-' to reverse, commas between fields)."]
+            else:
+                values["sort"] = args["sort"].replace(" ", "")
+        for name in ("page", "per_page"):
+            if name in args:
+                number = bounded_int(args[name])
+                if number is None:
+                    errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
+                else:
+                    values[name] = number
+        values["per_page"] = min(values["per_page"], max_per_page)
+        if errors and strict:
+            raise ListingError(errors)
+        return cls(**values)
+
+    @classmethod
+    def from_view(cls, view: Any, *, max_per_page: int = 100) -> Listing:
+        """From a live view's JSON object (see the contract); ``ListingError`` when bad."""
+        if not isinstance(view, dict):
+            raise ListingError({"view": ["Must be an object."]})
+        errors: dict[str, list[str]] = {}
+        if unknown := sorted(set(view) - set(VIEW_KEYS)):
+            errors["view"] = [f"Unknown keys: {', '.join(map(str, unknown))}."]
+        values: dict[str, Any] = {}
+        if "q" in view:
+            if type(view["q"]) is not str or len(view["q"].strip()) > Q_MAX_LENGTH:
+                errors["q"] = [f"Must be a string of at most {Q_MAX_LENGTH} characters."]
+            else:
+                values["q"] = view["q"].strip()
+        if "role" in view:
+            if view["role"] not in ROLES:
+                errors["role"] = [f"Must be one of: {', '.join(ROLES)}."]
+            else:
+                values["role"] = view["role"]
+        if "active" in view:
+            if type(view["active"]) is not bool:
+                errors["active"] = ["Must be true or false."]
+            else:
+                values["active"] = view["active"]
+        if "sort" in view:
+            if type(view["sort"]) is not str or _sort_keys(view["sort"]) is None:
+                errors["sort"] = [f"Sort by one of: {', '.join(SORTABLE)}."]
+            else:
+                values["sort"] = view["sort"].replace(" ", "")
+        for name in ("page", "per_page"):
+            if name in view:
+                number = view[name]
+                if type(number) is not int or not 1 <= number <= MAX_INT:
+                    errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
+                else:
+                    values[name] = number
+        if errors:
+            raise ListingError(errors)
+        values["per_page"] = min(values.get("per_page", cls.per_page), max_per_page)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every key, as used (the view in an acknowledgement)."""
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> Listing:
+        return Listing(**{**asdict(self), **changes})
+
+    # --- its parts -----------------------------------------------------------------------
+
+    @property
+    def keys(self) -> list[tuple[str, bool]]:
+        """The sort as ``[(field, descending)]``, the id tie included."""
+        return _sort_keys(self.sort) or [("id", False)]
+
+    @property
+    def filter_key(self) -> tuple[str, str | None, bool | None]:
+        """What selects the rows; views with the same one have the same ``total``."""
+        return (fold(self.q), self.role, self.active)
+
+    @property
+    def order_key(self) -> tuple[Any, ...]:
+        """What orders the rows; views with the same one are pages of one list."""
+        return (*self.filter_key, tuple(self.keys))
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+    # --- in SQL --------------------------------------------------------------------------
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        conditions: list[ColumnElement[bool]] = []
+        if self.q:
+            needle = fold(self.q)
+            conditions.append(or_(*(
+                ascii_lower(getattr(User, name)).contains(needle, autoescape=True)
+                for name in SEARCH_COLUMNS
+            )))
+            if len(needle) >= TRIGRAM and db.engine.dialect.name == "sqlite":
+                # Narrow by the FTS5 trigram index first; the LIKE above stays the rule.
+                phrase = '"' + needle.replace('"', '""') + '"'
+                conditions.append(User.id.in_(
+                    text("SELECT rowid FROM users_fts WHERE users_fts MATCH :phrase")
+                    .bindparams(phrase=phrase)
+                ))
+        if self.role is not None:
+            conditions.append(User.role == self.role)
+        if self.active is not None:
+            conditions.append(User.active.is_(self.active))
+        return conditions
+
+    def order_by(self) -> list[ColumnElement[Any]]:
+        order = []
+        for field, descending in self.keys:
+            column = getattr(User, field)
+            if field in CASE_INSENSITIVE:
+                column = ascii_lower(column)
+            order.append(column.desc() if descending else column.asc())
+        return order
+
+    def select(self) -> Select[tuple[User]]:
+        """Every matching user, in order (no page)."""
+        return select(User).where(*self.conditions()).order_by(*self.order_by())
+
+    def rows(self, offset: int | None = None, limit: int | None = None) -> list[User]:
+        """The users of this page, or of ``offset``/``limit`` in the same order."""
+        query = self.select().offset(self.offset if offset is None else offset)
+        return list(db.session.scalars(query.limit(self.per_page if limit is None else limit)))
+
+    def count(self) -> int:
+        """How many users match (every page): from the maintained counts without a
+        search, else by the search index."""
+        if not self.q:
+            return count_where(self.role, self.active)
+        return db.session.scalar(
+            select(func.count()).select_from(User).where(*self.conditions())
+        ) or 0
+
+    # --- in Python (the live views) -------------------------------------------------------
+
+    def matches(self, row: Mapping[str, Any] | None) -> bool:
+        """Whether a user (a payload dict) is selected by the filter, as the SQL says."""
+        if row is None:
+            return False
+        if self.role is not None and row["role"] != self.role:
+            return False
+        if self.active is not None and bool(row["active"]) is not self.active:
+            return False
+        if self.q:
+            needle = fold(self.q)
+            return any(needle in fold(row[name] or "") for name in SEARCH_COLUMNS)
+        return True
+
+    def sort_value(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The row's sort key, field by field (direction applied by ``compare``)."""
+        values = []
+        for field, _ in self.keys:
+            value = row[field]
+            if field in CASE_INSENSITIVE:
+                value = fold(value or "").encode()  # byte order, as "C" and SQLite sort
+            elif field in ("created_at", "updated_at"):
+                value = parse_timestamp(value)
+            elif field == "active":
+                value = bool(value)
+            values.append(value)
+        return tuple(values)
+
+    def compare(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
+        """-1, 0 or 1: where ``a`` comes relative to ``b`` in this list."""
+        for (_, descending), x, y in zip(self.keys, self.sort_value(a), self.sort_value(b),
+                                         strict=True):
+            if x != y:
+                order = -1 if x < y else 1
+                return -order if descending else order
+        return 0
+
+    def sorted(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """``rows`` that match, in this list's order (for tests and small sets)."""
+        return sorted(filter(self.matches, rows), key=functools.cmp_to_key(self.compare))
+
