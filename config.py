@@ -95,6 +95,8 @@ class Config:
     # A poll that finds more changes than this re-reads every view instead of looking
     # at each change (a bulk write).
     LIVE_VIEW_BULK_CHANGES = int(os.environ.get("LIVE_VIEW_BULK_CHANGES", 2000))
+    # Seconds between two ``counts`` events (counters, chart, recent changes).
+    LIVE_COUNTS_INTERVAL = float(os.environ.get("LIVE_COUNTS_INTERVAL", 0.5))
     # Subscribes per second and burst allowed to one connection.
     LIVE_SUBSCRIBE_RATE = float(os.environ.get("LIVE_SUBSCRIBE_RATE", 10))
     LIVE_SUBSCRIBE_BURST = int(os.environ.get("LIVE_SUBSCRIBE_BURST", 30))

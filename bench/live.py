@@ -12,6 +12,12 @@ machines drift by a third from run to run; the ratios much less).
     .venv/bin/python bench/live.py --clients 1000 --burst 200 --seconds 10
     .venv/bin/python bench/live.py --clients 5000 --no-bare
     .venv/bin/python bench/live.py --clients 1000 --burst 200 --writer sql
+    .venv/bin/python bench/live.py --clients 1000 --views 50 --users 2000 --events 10
+
+With ``--views V`` the clients follow live views instead of the plain stream: client i
+shows page ``i % V + 1`` of the list sorted by username (20 a page) of ``--users`` users,
+and each change renames the user of the last page so that it moves to the first page:
+every view changes, every client gets a ``view`` event.
 """
 
 from __future__ import annotations
@@ -175,6 +181,15 @@ def bare_run(clients: int, events: int, interval: float) -> dict:
         server.stop()
 
 
+def seed_users(database: Path, count: int) -> None:
+    """``count`` users named m00001... in one plain-SQL statement."""
+    conn = sqlite3.connect(database, isolation_level=None)
+    conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                 "INSERT INTO users (username, email) "
+                 "SELECT printf('m%05d', i), printf('m%05d@example.com', i) FROM n", (count,))
+    conn.close()
+
+
 def setup_livecrud(workdir: Path, writers: int) -> tuple[dict, str, list[int]]:
     env = {"INSTANCE_PATH": str(workdir), "DATABASE_URL": f"sqlite:///{workdir}/bench.sqlite",
            "SECRET_KEY": "bench-only", "FLASK_CONFIG": "production"}
@@ -197,6 +212,31 @@ def sql_loop(database: Path, user_id: int, times: list[float]) -> None:
         conn.execute("UPDATE users SET email = ? WHERE id = ?", (f"s{user_id}-{n}@example.com",
                                                                   user_id))
     conn.close()
+
+
+def views_run(clients: int, events: int, interval: float, views: int, users: int) -> dict:
+    """Clients on ``views`` pages of one list; each change moves a row to page 1."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env, token, _ = setup_livecrud(Path(tmp), 0)
+        seed_users(Path(tmp) / "bench.sqlite", users)
+        port = free_port()
+        server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
+        try:
+            def fire() -> None:
+                http = Http(port, {"Authorization": f"Bearer {token}"})
+                for n in range(events):
+                    last = http.call("GET", "/api/users?sort=-username&per_page=1")["items"][0]
+                    http.call("PATCH", f"/api/users/{last['id']}",
+                              {"username": f"a{n:05d}", "version": last["version"]})
+                    time.sleep(interval)
+                http.close()
+
+            pages = [{"sort": "username", "page": p, "per_page": 20} for p in range(1, views + 1)]
+            return measure(server, clients, {"namespace": "/users", "event": "view",
+                                             "token": token, "subscribe": True,
+                                             "views": pages}, fire, events)
+        finally:
+            server.stop()
 
 
 def livecrud_run(clients: int, events: int, interval: float, rate: float | None,
@@ -244,6 +284,8 @@ def main() -> None:
     parser.add_argument("--no-bare", action="store_true", help="skip the reference server")
     parser.add_argument("--writer", choices=["api", "sql"], default="api",
                         help="make changes through the API, or with plain SQL from this process")
+    parser.add_argument("--views", type=int, help="clients follow this many live views")
+    parser.add_argument("--users", type=int, default=2000, help="users in the table (--views)")
     args = parser.parse_args()
     events = int(args.burst * args.seconds) if args.burst else args.events
 
@@ -251,10 +293,15 @@ def main() -> None:
     for n in args.clients:
         bare = None if args.no_bare else bare_run(n, events, 1 / args.burst if args.burst
                                                    else args.interval)
-        ours = livecrud_run(n, events, args.interval, args.burst, args.writer)
+        if args.views:
+            ours = views_run(n, events, args.interval, args.views, args.users)
+            what = f"{events} changes, {args.views} views of {args.users} users"
+        else:
+            ours = livecrud_run(n, events, args.interval, args.burst, args.writer)
+            what = f"{events} changes through {args.writer}" + (
+                f" at {args.burst:g}/s" if args.burst else "")
         rows.append({"bare": bare, "livecrud": ours})
-        print(f"\nN={n}, {events} changes through {args.writer}"
-              + (f" at {args.burst:g}/s" if args.burst else ""))
+        print(f"\nN={n}, {what}")
         print(f"  {'':10} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'ooo':>5} "
               f"{'KB/conn':>8} {'CPU us/msg':>10}")
         for name, r in (("bare", bare), ("livecrud", ours)):

