@@ -48,6 +48,7 @@ def test_a_user_added_in_one_page_appears_in_the_other(new_page, live_server, ad
     expect(row(watcher, "newcomer")).to_have_class(re.compile("changed"))
     expect(watcher.locator("[data-counter=total]")).to_have_text(str(total + 1))
     expect(watcher.locator("#activity li").first).to_contain_text("newcomer: insert by admin (ui)")
+    expect(watcher.locator("#result-count")).to_have_text("2 matching users · showing 1–2")
     assert watcher.url.endswith("/")  # no reload happened: same page object, same URL
 
 
@@ -78,6 +79,7 @@ def test_badge_shows_reconnecting_and_the_page_catches_up(new_page, live_server,
     expect(row(page, "during_cut")).to_have_count(1)
     expect(row(page, "before_cut").locator("td[data-field=role]")).to_have_text("admin")
     expect(row(page, "before_cut")).to_have_count(1)  # not duplicated
+    expect(page.locator("#result-count")).to_have_text("3 matching users · showing 1–3")
     expect(page.locator("#live-badge")).to_contain_text(re.compile(r"(websocket|polling)"))
 
 

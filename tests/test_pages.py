@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from html import unescape
 
 import pytest
 from flask import Flask
@@ -128,15 +130,24 @@ def test_list_search_filter_sort_page(admin_client: FlaskClient, crowd: None, qu
     assert '<span data-counter="admins">1</span>' in html
 
 
+def dashboard_view(html: str) -> dict:
+    """The live view the dashboard subscribes with (its ``data-view``)."""
+    return json.loads(unescape(re.search(r"data-view='([^']*)'", html).group(1)))
+
+
 def test_list_state_is_on_the_dashboard(admin_client: FlaskClient, crowd: None) -> None:
     html = admin_client.get("/?q=a&role=user&sort=-email&per_page=1&page=2").get_data(
         as_text=True)
-    assert ('data-q="a" data-role="user" data-active="" data-sort="-email" data-page="2" '
-            'data-per-page="1" data-total="4"') in " ".join(html.split())
+    assert dashboard_view(html) == {"q": "a", "role": "user", "sort": "-email", "page": 2,
+                                    "per_page": 1}
+    assert 'data-total="4"' in html
     assert "4 matching users" in html and 'href="/?q=a&amp;role=user' in html
-    assert 'data-sort="username"' in admin_client.get("/?sort=nope").get_data(as_text=True)
-    assert 'data-per-page="100"' in admin_client.get("/?per_page=5000").get_data(as_text=True)
-    assert 'data-per-page="1"' in admin_client.get("/?per_page=0").get_data(as_text=True)
+    # Bad values fall back to the page's defaults; per_page is clamped to the largest choice.
+    assert dashboard_view(admin_client.get("/?sort=nope").get_data(as_text=True))["sort"] == \
+        "username"
+    for raw, used in (("5000", 100), ("0", 20), ("x", 20)):
+        html = admin_client.get(f"/?per_page={raw}").get_data(as_text=True)
+        assert dashboard_view(html)["per_page"] == used
     empty = admin_client.get("/?q=nobody").get_data(as_text=True)
     assert '<p class="empty" id="empty-state">No users match.</p>' in empty
 

@@ -11,7 +11,7 @@ from flask_socketio import Namespace
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
 from app.live.acks import ack_requested, after_ack
-from app.live.feed import NAMESPACE, ROOM, Feed, SubscribeError
+from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed, SubscribeError
 from app.models import User
 from app.ratelimit import RateLimiter
 from app.users.listing import Listing, ListingError
@@ -111,7 +111,7 @@ class UsersNamespace(Namespace):
                 "editing": {str(k): sorted(v) for k, v in sorted(editing.items())},
             }
             if payload != self._presence:
-                self._presence, to = payload, ROOM
+                self._presence, to = payload, [ROOM, VIEWS_ROOM]
             elif newcomer:
                 to = newcomer
             else:

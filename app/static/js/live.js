@@ -1,24 +1,36 @@
-// The live users feed: one Socket.IO connection to /users that subscribes from a
-// cursor, applies every change exactly once and in order, and resubscribes from the
-// last cursor it saw after any reconnect, so nothing is lost or applied twice.
+// The live users feed: one Socket.IO connection to /users, in one of three modes.
+// - since: the plain change stream, from a cursor; every change exactly once and in
+//   order, resubscribing from the last cursor seen after any reconnect.
+// - watch: one user from now on (an edit form).
+// - view: one page of the table (search, filters, sort, page) that the server keeps exact;
+//   follow(view) switches pages on the same socket, and a reconnect subscribes again.
 import { io } from "/vendor/socket.io.esm.min.js";
 
 const RTT_EVERY_MS = 5000;
+const RETRY_MS = 1000;
 
 export class LiveFeed {
   /**
    * @param {object} handlers onChanges(list), onSnapshot(rows, cursor), onPresence(p),
-   *   onPermissions(p), onState({state, transport, rtt, detail})
-   *   and, for a watcher, onWatch(row)
+   *   onPermissions(p), onState({state, transport, rtt, detail}); for a watcher
+   *   onWatch(row); for a view onPage(page, {ack}), onCounts(event), onViewError(reason)
+   *   and onResubscribed() (a view subscribed again after a reconnect)
    * @param {object} from {since: the cursor of the data on the page} to follow the whole
-   *   table, or {watch: a user id} to follow from now on (an edit form)
+   *   table, {watch: a user id} to follow from now on (an edit form), or {view: a view as
+   *   `subscribe` takes it, cursor: the cursor of the page's counters}
    */
-  constructor(handlers, { since = null, watch = null } = {}) {
+  constructor(handlers, { since = null, watch = null, view = null, cursor = null } = {}) {
     this.handlers = handlers;
     this.cursor = since;
     this.watch = watch;
+    this.view = view;
     this.subscribed = false;
     this.pending = [];  // changes that overtook the subscribe ack (threading mode)
+    this.viewSeq = 0;  // which subscribe is the latest: only its ack counts
+    this.viewCursor = null;  // the cursor of the page as last rendered
+    this.viewFailed = false;  // the latest subscribe was refused: no page is followed
+    this.countsCursor = cursor ?? -1;
+    this.everConnected = false;
     this.state = { state: "connecting", transport: null, rtt: null, detail: "" };
     this.socket = io("/users", { reconnectionDelayMax: 3000 });
     this.bind();
@@ -31,7 +43,9 @@ export class LiveFeed {
       const engine = socket.io.engine;
       this.setState({ state: "connected", transport: engine.transport.name, detail: "" });
       engine.once("upgrade", (transport) => this.setState({ transport: transport.name }));
-      this.subscribe();
+      const again = this.everConnected;
+      this.everConnected = true;
+      this.subscribe().then(() => { if (again && this.subscribed) this.handlers.onResubscribed?.(); });
       this.measureRtt();
     });
     socket.on("disconnect", (reason) => {
@@ -49,11 +63,20 @@ export class LiveFeed {
     });
     socket.on("change", (change) => this.deliver([change]));
     socket.on("changes", (changes) => this.deliver(changes));
+    socket.on("view", (page) => this.deliverPage(page));
+    socket.on("counts", (event) => this.deliverCounts(event));
     socket.on("presence", (p) => this.handlers.onPresence?.(p));
     socket.on("permissions", (p) => this.handlers.onPermissions?.(p));
   }
 
+  /** Follow another view on the same connection (the ack replaces the page). */
+  follow(view) {
+    this.view = view;
+    if (this.socket.connected) this.subscribe();
+  }
+
   async subscribe() {
+    if (this.view !== null) return this.subscribeView();
     const [event, payload] = this.watch === null
       ? ["subscribe", { since: this.cursor }] : ["watch", { id: this.watch }];
     let ack;
@@ -82,7 +105,60 @@ export class LiveFeed {
     if (early.length) this.receive(early);
   }
 
+  async subscribeView() {
+    const seq = ++this.viewSeq;
+    // Until this ack, `view` events belong to the view being replaced: they are kept
+    // aside, and only those newer than the ack's cursor are applied after it.
+    this.subscribed = false;
+    this.viewFailed = false;
+    let ack;
+    try {
+      ack = await this.socket.timeout(10000).emitWithAck("subscribe", { view: this.view });
+    } catch {
+      if (seq === this.viewSeq && this.socket.connected) this.socket.disconnect().connect();
+      return;
+    }
+    if (seq !== this.viewSeq) return;  // a later subscribe replaced this one
+    if (ack.error) {
+      // The server still follows the previous view: ignore its events from now on.
+      this.pending = [];
+      this.viewFailed = true;
+      if (ack.error.startsWith("rate limit")) {
+        setTimeout(() => { if (seq === this.viewSeq && this.socket.connected) this.subscribe(); },
+                   RETRY_MS);
+      }
+      this.handlers.onViewError?.(ack.error);
+      return;
+    }
+    this.viewCursor = ack.cursor;
+    this.subscribed = true;
+    this.handlers.onPage?.(ack, { ack: true });
+    if (ack.counts && ack.cursor >= this.countsCursor) {
+      this.countsCursor = ack.cursor;
+      this.handlers.onCounts?.({ cursor: ack.cursor, counts: ack.counts, changes: 0, recent: [] });
+    }
+    for (const page of this.pending.splice(0)) this.deliverPage(page);
+  }
+
+  deliverPage(page) {
+    if (this.view === null || this.viewFailed) return;
+    if (!this.subscribed) {
+      this.pending.push(page);
+      return;
+    }
+    if (page.cursor <= this.viewCursor) return;  // already as new on the page
+    this.viewCursor = page.cursor;
+    this.handlers.onPage?.(page, { ack: false });
+  }
+
+  deliverCounts(event) {
+    if (event.cursor <= this.countsCursor) return;
+    this.countsCursor = event.cursor;
+    this.handlers.onCounts?.(event);
+  }
+
   deliver(changes) {
+    if (this.view !== null) return;  // a view subscriber is sent pages, not changes
     if (this.subscribed) this.receive(changes);
     else this.pending.push(...changes);
   }
