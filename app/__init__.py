@@ -32,11 +32,12 @@ def register_extensions(app: Flask) -> None:
     from app.database import init_database
     from app.live.acks import track_acks
     from app.live.capture import init_capture
+    from app.models import include_name
     from app.security import init_security, origin_checker
 
     db.init_app(app)
     init_database(app)
-    migrate.init_app(app, db, compare_type=True)
+    migrate.init_app(app, db, compare_type=True, include_name=include_name)
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

@@ -269,3 +269,21 @@ def test_a_row_renamed_from_the_last_page_moves_to_the_first(app, connect, make_
     first.receive(), last.receive()
     assert [first.users[i]["username"] for i in first.ids] == ["a0", "admin", "u000"]
     assert [last.users[i]["username"] for i in last.ids] == ["u001", "u002", "u003"]
+
+
+def test_a_bulk_deactivation_still_closes_the_connected_users_sockets(app, connect, make_user,
+                                                                      db_url):
+    """A bulk write nobody follows plainly is not loaded change by change, but for the
+    users connected here."""
+    bob = make_user("bob")
+    for name in names(20):
+        make_user(name)
+    bob_socket = connect(bob)
+    ViewClient(connect(), {"active": True})
+    app.config["LIVE_VIEW_BULK_CHANGES"] = 5
+    outside = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=10)
+    outside.execute("UPDATE users SET active = 0 WHERE username != 'admin'")
+    outside.commit()
+    outside.close()
+    poll(app)
+    assert not bob_socket.is_connected(NS)

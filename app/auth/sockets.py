@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 
 from app.auth.tokens import user_for_token
-from app.chat.hub import close_user_bridges
+from app.chat.hub import chat_hub, close_user_bridges
 from app.extensions import db, socketio
 from app.models import User
 
@@ -48,6 +48,17 @@ def authenticate(auth: Any) -> User:
 def socket_user() -> dict[str, Any]:
     """``{"id", "username", "role"}`` of the socket handling the current event."""
     return session[SESSION_KEY]
+
+
+def is_online(user_id: int) -> bool:
+    """Whether ``user_id`` has any connection in this process (Socket.IO or plain
+    WebSocket): a dictionary lookup per namespace, cheap enough for every change."""
+    rooms = socketio.server.manager.rooms
+    room = user_room(user_id)
+    if any(room in rooms.get(namespace, {}) for namespace in NAMESPACES):
+        return True
+    hub = chat_hub()
+    return hub is not None and bool(hub.bridges_of(user_id))
 
 
 def disconnect_local(user_id: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from app.extensions import db
+from app.live.minutes import minute_of, prune_minutes
 from app.models import LiveState, User, UserChange, user_payload, utcnow
 
 WATCHED_FIELDS = ("username", "email", "role", "active")
@@ -42,6 +43,22 @@ def read_changes(after: int, upto: int | None = None, limit: int | None = None) 
         query = query.where(UserChange.cursor <= upto)
     if limit is not None:
         query = query.limit(limit)
+    return list(db.session.scalars(query))
+
+
+def read_change_users(after: int, upto: int, limit: int) -> list[tuple[int, int]]:
+    """``(cursor, user id)`` of the changes after ``after`` (a bulk write's cheap read)."""
+    query = (select(UserChange.cursor, UserChange.user_id)
+             .where(UserChange.cursor > after, UserChange.cursor <= upto)
+             .order_by(UserChange.cursor).limit(limit))
+    return [tuple(row) for row in db.session.execute(query)]
+
+
+def read_changes_at(cursors: list[int]) -> list[UserChange]:
+    """The changes with these cursors, in cursor order."""
+    if not cursors:
+        return []
+    query = select(UserChange).where(UserChange.cursor.in_(cursors)).order_by(UserChange.cursor)
     return list(db.session.scalars(query))
 
 
@@ -106,6 +123,8 @@ def prune(retention: timedelta, batch: int = PRUNE_BATCH) -> int:
     db.session.rollback()
     if last is None:
         return 0
+    prune_minutes(minute_of(cutoff))  # the chart's counts go with the changes they count
+    db.session.commit()
     count = 0
     while True:
         upto = db.session.scalar(

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, has_app_context
 
-from app.auth.sockets import disconnect_local, user_room
+from app.auth.sockets import disconnect_local, is_online, user_room
 from app.extensions import db, socketio
 from app.live.acks import after_ack
 from app.live.changelog import (
@@ -27,7 +27,9 @@ from app.live.changelog import (
     current_cursor,
     prune,
     pruned_through,
+    read_change_users,
     read_changes,
+    read_changes_at,
     snapshot,
 )
 from app.live.views import Page, ViewRegistry, diff, plan_reads
@@ -41,6 +43,7 @@ NAMESPACE = "/users"
 ROOM = "feed"  # subscribers of the plain change stream
 VIEWS_ROOM = "views"  # every view subscriber: counters and the activity list
 BATCH_LIMIT = 500
+BULK_SKIM_LIMIT = 20_000  # changes passed per step of a bulk write nobody follows plainly
 RECENT = 8
 
 
@@ -126,8 +129,11 @@ class Feed:
                     db.session.remove()
 
     def _subscribers(self) -> int:
-        plain = sum(1 for _ in socketio.server.manager.get_participants(NAMESPACE, ROOM))
-        return plain + len(self.views.by_sid)
+        return self._plain_subscribers() + len(self.views.by_sid)
+
+    @staticmethod
+    def _plain_subscribers() -> int:
+        return len(socketio.server.manager.rooms.get(NAMESPACE, {}).get(ROOM, ()))
 
     def _listen(self) -> None:
         """Wake on PostgreSQL NOTIFY user_changes (sent by the trigger at commit)."""
@@ -170,7 +176,12 @@ class Feed:
 
     def _poll_locked(self) -> int:
         """Everything up to the newest cursor, read in one snapshot: the plain stream in
-        batches (yielding between them), then the views it affected, as of that cursor."""
+        batches (yielding between them), then the views it affected, as of that cursor.
+
+        A bulk write (more than ``LIVE_VIEW_BULK_CHANGES``) re-reads every view once
+        instead of looking at each change; with no plain subscriber to send them to, its
+        changes are not even loaded, but for the users connected here (``_enforce``).
+        """
         sent = 0
         with consistent_read():
             upto = current_cursor()
@@ -179,34 +190,57 @@ class Feed:
             bulk = upto - self.head() > self.app.config["LIVE_VIEW_BULK_CHANGES"]
             if bulk:
                 self.views.mark_all()
+            light = bulk and not self._plain_subscribers()
             while self.head() < upto:
-                changes = read_changes(self.head(), upto=upto, limit=BATCH_LIMIT)
-                if not changes:
+                sent_now = self._skim(upto) if light else self._send_batch(upto, bulk)
+                if not sent_now:
                     break  # pruned before it was ever emitted
-                payloads = [change_payload(c) for c in changes]
-                if len(payloads) == 1:
-                    socketio.server.emit("change", payloads[0], to=ROOM, namespace=NAMESPACE,
-                                         ignore_queue=True)
-                else:
-                    socketio.server.emit("changes", payloads, to=ROOM, namespace=NAMESPACE,
-                                         ignore_queue=True)
-                if not bulk:
-                    self.views.absorb([
-                        (c.cursor, c.user_id,
-                         user_payload(c.row_before) if c.row_before else None, p["row"], p)
-                        for c, p in zip(changes, payloads, strict=True)
-                    ])
-                for change in changes:
-                    self._enforce(change.user_id, change.row_before, change.row_after)
-                self.cursor = changes[-1].cursor
-                sent += len(payloads)
-                self._recent = (self._recent + payloads)[-RECENT:]
+                sent += sent_now
                 if self.head() < upto:
                     socketio.sleep(0)  # a burst never freezes the other clients
+            if light and sent:
+                self._recent = [change_payload(c)
+                                for c in read_changes(max(upto - RECENT, 0), upto=upto)]
             self.cursor = max(self.head(), upto)
             self._refresh_views()
         self._unannounced += sent
         return sent
+
+    def _send_batch(self, upto: int, bulk: bool) -> int:
+        """Emit the next batch of changes to the plain stream; let the views absorb it."""
+        changes = read_changes(self.head(), upto=upto, limit=BATCH_LIMIT)
+        if not changes:
+            return 0
+        payloads = [change_payload(c) for c in changes]
+        if len(payloads) == 1:
+            socketio.server.emit("change", payloads[0], to=ROOM, namespace=NAMESPACE,
+                                 ignore_queue=True)
+        else:
+            socketio.server.emit("changes", payloads, to=ROOM, namespace=NAMESPACE,
+                                 ignore_queue=True)
+        if not bulk:
+            self.views.absorb([
+                (c.cursor, c.user_id, user_payload(c.row_before) if c.row_before else None,
+                 p["row"], p)
+                for c, p in zip(changes, payloads, strict=True)
+            ])
+        for change in changes:
+            self._enforce(change.user_id, change.row_before, change.row_after)
+        self.cursor = changes[-1].cursor
+        self._recent = (self._recent + payloads)[-RECENT:]
+        return len(changes)
+
+    def _skim(self, upto: int) -> int:
+        """Pass the next batch of a bulk write that no plain subscriber waits for: only
+        the changes of users connected here are loaded, for ``_enforce``."""
+        batch = read_change_users(self.head(), upto, BULK_SKIM_LIMIT)
+        if not batch:
+            return 0
+        online = [cursor for cursor, user_id in batch if is_online(user_id)]
+        for change in read_changes_at(online):
+            self._enforce(change.user_id, change.row_before, change.row_after)
+        self.cursor = batch[-1][0]
+        return len(batch)
 
     def announce_counts(self) -> None:
         """Send every view subscriber the counters and the changes since the last time.
