@@ -267,6 +267,7 @@ class Feed:
         the others whose total moved. Inside the poll's snapshot, as of ``head()``."""
         cursor, totals = self.head(), {}
         for listing, offset, limit, pages in plan_reads(self.views.stale()):
+            socketio.sleep(0)  # one query at a time: the others' clients go on meanwhile
             users = listing.payloads(offset, limit)
             for page in pages:
                 if page.recount:
