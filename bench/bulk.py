@@ -9,7 +9,9 @@ program (this one, through sqlite3) commits one statement:
 - ``--write import``: ``INSERT`` of ``--rows`` new users.
 
 It checks that every client's page ends as ``GET /api/users`` answers for its view and
-reports how long after the commit the last client's last event arrived, the bytes each
+reports how long after the writing program ended the last client's last event arrived
+(negative: before it ended; a program that wrote many rows spends a while after its
+commit checkpointing the WAL as it closes), the bytes each
 client received, the server's RSS growth, and the probe's slowest round trip during the
 write.
 
@@ -143,15 +145,16 @@ def main() -> None:
             rss_after = rss_kb(server.proc.pid)
             sizes = sorted(c.bytes for c in clients)
             print(f"{args.write} of {args.users if args.write == 'update' else args.rows} rows "
-                  f"({committed - started:.1f} s to commit), {args.clients} clients on "
+                  f"(the writer took {committed - started:.1f} s), {args.clients} clients on "
                   f"{min(args.clients, len(VIEWS))} views")
-            print(f"  every page as the API's, its last event {converged:.2f} s after the commit")
+            print(f"  every page as the API's, its last event {converged:+.2f} s after the "
+                  "writer ended")
             print(f"  bytes per client: median {sizes[len(sizes) // 2]}, max {sizes[-1]}")
             print(f"  server RSS growth: {(rss_after - rss_before) / 1024:.1f} MB")
             during = [rtt for at, rtt in rtts if at < committed] or [0.0]
             after = [rtt for at, rtt in rtts if at >= committed] or [0.0]
             print(f"  probe round trip: baseline {baseline * 1000:.0f} ms; slowest while the "
-                  f"statement ran {max(during) * 1000:.0f} ms, after its commit "
+                  f"writer ran {max(during) * 1000:.0f} ms, after it ended "
                   f"{max(after) * 1000:.0f} ms")
             for client in clients:
                 client.sio.disconnect()

@@ -50,15 +50,14 @@ def socket_user() -> dict[str, Any]:
     return session[SESSION_KEY]
 
 
-def is_online(user_id: int) -> bool:
-    """Whether ``user_id`` has any connection in this process (Socket.IO or plain
-    WebSocket): a dictionary lookup per namespace, cheap enough for every change."""
+def online_user_ids() -> set[int]:
+    """The users with any connection in this process (Socket.IO or plain WebSocket)."""
     rooms = socketio.server.manager.rooms
-    room = user_room(user_id)
-    if any(room in rooms.get(namespace, {}) for namespace in NAMESPACES):
-        return True
+    ids = {int(room.removeprefix("user:")) for namespace in NAMESPACES
+           for room in rooms.get(namespace, {}) if isinstance(room, str)
+           and room.startswith("user:")}
     hub = chat_hub()
-    return hub is not None and bool(hub.bridges_of(user_id))
+    return ids | set(hub.bridges) if hub is not None else ids
 
 
 def disconnect_local(user_id: int) -> None:

@@ -46,20 +46,21 @@ def read_changes(after: int, upto: int | None = None, limit: int | None = None) 
     return list(db.session.scalars(query))
 
 
-def read_change_users(after: int, upto: int, limit: int) -> list[tuple[int, int]]:
-    """``(cursor, user id)`` of the changes after ``after`` (a bulk write's cheap read)."""
-    query = (select(UserChange.cursor, UserChange.user_id)
-             .where(UserChange.cursor > after, UserChange.cursor <= upto)
-             .order_by(UserChange.cursor).limit(limit))
-    return [tuple(row) for row in db.session.execute(query)]
+def count_changes(after: int, upto: int) -> int:
+    """How many changes have ``after < cursor <= upto``."""
+    return db.session.scalar(select(func.count()).select_from(UserChange).where(
+        UserChange.cursor > after, UserChange.cursor <= upto)) or 0
 
 
-def read_changes_at(cursors: list[int]) -> list[UserChange]:
-    """The changes with these cursors, in cursor order."""
-    if not cursors:
-        return []
-    query = select(UserChange).where(UserChange.cursor.in_(cursors)).order_by(UserChange.cursor)
-    return list(db.session.scalars(query))
+def read_changes_of(user_ids: set[int], after: int, upto: int) -> list[UserChange]:
+    """The changes of these users with ``after < cursor <= upto``, in cursor order."""
+    changes: list[UserChange] = []
+    ids = sorted(user_ids)
+    for start in range(0, len(ids), 500):
+        changes += db.session.scalars(select(UserChange).where(
+            UserChange.user_id.in_(ids[start:start + 500]),
+            UserChange.cursor > after, UserChange.cursor <= upto))
+    return sorted(changes, key=lambda c: c.cursor)
 
 
 def change_payload(change: UserChange) -> dict[str, Any]:

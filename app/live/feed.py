@@ -18,18 +18,18 @@ from typing import Any
 
 from flask import Flask, has_app_context
 
-from app.auth.sockets import disconnect_local, is_online, user_room
+from app.auth.sockets import disconnect_local, online_user_ids, user_room
 from app.extensions import db, socketio
 from app.live.acks import after_ack
 from app.live.changelog import (
     change_payload,
     consistent_read,
+    count_changes,
     current_cursor,
     prune,
     pruned_through,
-    read_change_users,
     read_changes,
-    read_changes_at,
+    read_changes_of,
     snapshot,
 )
 from app.live.views import Page, ViewRegistry, diff, plan_reads
@@ -43,7 +43,6 @@ NAMESPACE = "/users"
 ROOM = "feed"  # subscribers of the plain change stream
 VIEWS_ROOM = "views"  # every view subscriber: counters and the activity list
 BATCH_LIMIT = 500
-BULK_SKIM_LIMIT = 20_000  # changes passed per step of a bulk write nobody follows plainly
 RECENT = 8
 
 
@@ -191,8 +190,10 @@ class Feed:
             if bulk:
                 self.views.mark_all()
             light = bulk and not self._plain_subscribers()
+            if light:
+                sent = self._skim(upto)
             while self.head() < upto:
-                sent_now = self._skim(upto) if light else self._send_batch(upto, bulk)
+                sent_now = self._send_batch(upto, bulk)
                 if not sent_now:
                     break  # pruned before it was ever emitted
                 sent += sent_now
@@ -231,16 +232,13 @@ class Feed:
         return len(changes)
 
     def _skim(self, upto: int) -> int:
-        """Pass the next batch of a bulk write that no plain subscriber waits for: only
-        the changes of users connected here are loaded, for ``_enforce``."""
-        batch = read_change_users(self.head(), upto, BULK_SKIM_LIMIT)
-        if not batch:
-            return 0
-        online = [cursor for cursor, user_id in batch if is_online(user_id)]
-        for change in read_changes_at(online):
+        """Pass a bulk write that no plain subscriber waits for: only the changes of the
+        users connected here are loaded, for ``_enforce``; returns how many went by."""
+        for change in read_changes_of(online_user_ids(), self.head(), upto):
             self._enforce(change.user_id, change.row_before, change.row_after)
-        self.cursor = batch[-1][0]
-        return len(batch)
+        count = count_changes(self.head(), upto)
+        self.cursor = upto
+        return count
 
     def announce_counts(self) -> None:
         """Send every view subscriber the counters and the changes since the last time.
