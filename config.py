@@ -55,13 +55,8 @@ class Config:
     SECRET_KEY = _secret_key()
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
     # A network database's pooled connections may die; a SQLite file's do not.
-    # PostgreSQL: custom plans always, since after a few runs of a prepared statement its
-    # generic plan of LIKE '%' || $1 || '%' scans the table instead of the trigram index.
     SQLALCHEMY_ENGINE_OPTIONS: dict = (
-        {} if SQLALCHEMY_DATABASE_URI.startswith("sqlite") else {
-            "pool_pre_ping": True,
-            "connect_args": {"options": "-c plan_cache_mode=force_custom_plan"},
-        }
+        {} if SQLALCHEMY_DATABASE_URI.startswith("sqlite") else {"pool_pre_ping": True}
     )
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
     CORS_ALLOWED_ORIGINS = _origins(os.environ.get("CORS_ALLOWED_ORIGINS"))

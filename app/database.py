@@ -23,11 +23,20 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
+def _postgres_settings(dbapi_connection: Any, connection_record: Any) -> None:
+    # Custom plans always: after a few runs of a prepared statement PostgreSQL may switch
+    # to a generic plan, and the generic plan of LIKE '%' || $1 || '%' scans the table
+    # instead of using the trigram index (1.5 ms -> 1-2 s at a million users).
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
+    dbapi_connection.commit()
+
+
 def init_database(app: Flask) -> None:
-    """Install the SQLite pragmas on this app's engine (no-op for PostgreSQL)."""
+    """Install the per-connection settings on this app's engine."""
     with app.app_context():
         engine: Engine = db.engine
-        if engine.dialect.name == "sqlite" and not event.contains(
-            engine, "connect", _sqlite_pragmas
-        ):
-            event.listen(engine, "connect", _sqlite_pragmas)
+        listener = {"sqlite": _sqlite_pragmas, "postgresql": _postgres_settings}.get(
+            engine.dialect.name)
+        if listener is not None and not event.contains(engine, "connect", listener):
+            event.listen(engine, "connect", listener)

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -220,21 +221,27 @@ class Listing:
             order.append(column.desc() if descending else column.asc())
         return order
 
-    def select(self) -> Select[tuple[User]]:
-        """Every matching user, in order (no page)."""
-        return select(User).where(*self.conditions()).order_by(*self.order_by())
+    def page_ids(self, offset: int | None = None, limit: int | None = None) -> Select:
+        """The ids of this page's users, or of ``offset``/``limit``, in order: read from
+        the sort's index alone (PostgreSQL skips a deep page's offset by an index-only
+        scan; SQLite's index holds the id)."""
+        return (select(User.id).where(*self.conditions()).order_by(*self.order_by())
+                .offset(self.offset if offset is None else offset)
+                .limit(self.per_page if limit is None else limit))
+
+    def page_select(self, offset: int | None, limit: int | None, *entities: Any) -> Select:
+        """``entities`` of the users of ``page_ids``, in order (only their rows are read)."""
+        ids = self.page_ids(offset, limit).scalar_subquery()
+        return select(*entities).where(User.id.in_(ids)).order_by(*self.order_by())
 
     def rows(self, offset: int | None = None, limit: int | None = None) -> list[User]:
         """The users of this page, or of ``offset``/``limit`` in the same order."""
-        query = self.select().offset(self.offset if offset is None else offset)
-        return list(db.session.scalars(query.limit(self.per_page if limit is None else limit)))
+        return list(db.session.scalars(self.page_select(offset, limit, User)))
 
     def payloads(self, offset: int | None = None, limit: int | None = None) -> list[dict]:
         """Like ``rows``, as the public dicts, read without building ORM objects."""
         columns = [getattr(User, name) for name in USER_FIELDS]
-        query = (select(*columns).where(*self.conditions()).order_by(*self.order_by())
-                 .offset(self.offset if offset is None else offset)
-                 .limit(self.per_page if limit is None else limit))
+        query = self.page_select(offset, limit, *columns)
         return [user_payload(row._mapping) for row in db.session.execute(query)]
 
     def count(self) -> int:
@@ -288,3 +295,17 @@ class Listing:
         """``rows`` that match, in this list's order (for tests and small sets)."""
         return sorted(filter(self.matches, rows), key=functools.cmp_to_key(self.compare))
 
+
+class ListingPagination(Pagination):
+    """Flask-SQLAlchemy's pagination (page links and all) of a ``Listing``: its rows and
+    its maintained count."""
+
+    def __init__(self, listing: Listing) -> None:
+        super().__init__(page=listing.page, per_page=listing.per_page, max_per_page=None,
+                         error_out=False, listing=listing)
+
+    def _query_items(self) -> list[User]:
+        return self._query_args["listing"].rows()
+
+    def _query_count(self) -> int:
+        return self._query_args["listing"].count()

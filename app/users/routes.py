@@ -16,7 +16,7 @@ from app.security import admin_required
 from app.users import bp
 from app.users.counts import table_counts
 from app.users.forms import ConfirmForm, CreateUserForm, EditUserForm
-from app.users.listing import PER_PAGE_CHOICES, Listing
+from app.users.listing import PER_PAGE_CHOICES, Listing, ListingPagination
 from app.users.service import (
     LastAdminError,
     StaleVersionError,
@@ -53,9 +53,7 @@ def index() -> str:
     cursor = current_cursor()
     listing = page_listing()
     args = template_args(listing)
-    pagination = db.paginate(listing.select(), page=listing.page, per_page=listing.per_page,
-                             error_out=False, count=False)
-    pagination.total = listing.count()
+    pagination = ListingPagination(listing)
 
     def list_url(**changes: Any) -> str:
         merged = {**args, **changes}
