@@ -29,12 +29,13 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
 
 def register_extensions(app: Flask) -> None:
-    from app.database import init_database
+    from app.database import engine_options, init_database
     from app.live.acks import track_acks
     from app.live.capture import init_capture
     from app.models import include_name
     from app.security import init_security, origin_checker
 
+    engine_options(app)
     db.init_app(app)
     init_database(app)
     migrate.init_app(app, db, compare_type=True, include_name=include_name)
@@ -58,10 +59,12 @@ def register_blueprints(app: Flask) -> None:
     from app.api import bp as api_bp
     from app.auth import bp as auth_bp
     from app.chat import bp as chat_bp
+    from app.health import bp as health_bp
     from app.live import bp as live_bp
     from app.playground import bp as playground_bp
     from app.users import bp as users_bp
 
+    app.register_blueprint(health_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(users_bp)
     app.register_blueprint(api_bp, url_prefix="/api")

@@ -32,6 +32,17 @@ def _postgres_settings(dbapi_connection: Any, connection_record: Any) -> None:
     dbapi_connection.commit()
 
 
+def engine_options(app: Flask) -> None:
+    """Connection settings for the configured database, before the engine is made:
+    PostgreSQL's pooled connections may die (pre-ping) and an unreachable server must
+    fail fast (a request is answered 503 within seconds, not after TCP's minutes)."""
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        options = {"pool_pre_ping": True, "pool_timeout": 5,
+                   **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
+        options["connect_args"] = {"connect_timeout": 3, **options.get("connect_args", {})}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
+
+
 def init_database(app: Flask) -> None:
     """Install the per-connection settings on this app's engine."""
     with app.app_context():

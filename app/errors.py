@@ -52,6 +52,9 @@ def handle_csrf_error(error: CSRFError) -> Response | tuple[str, int]:
 
 def register(app: Flask) -> None:
     """Install the handlers; the 500 one also catches unhandled exceptions."""
+    from app.health import register_outage_handler  # it imports wants_json from here
+
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(UserGoneError, lambda e: handle_http_error(NotFound(str(e))))
+    register_outage_handler(app)

@@ -20,7 +20,10 @@ def load_user(user_id: str) -> User | None:
 
 @bp.before_app_request
 def end_inactive_session() -> None:
-    """A user deactivated while logged in is logged out at their next request."""
+    """A user deactivated while logged in is logged out at their next request (health
+    checks and static files need no user: they never ask the database)."""
+    if request.blueprint == "health" or request.endpoint == "static":
+        return
     if current_user.is_authenticated and not current_user.is_active:
         logout_user()
 
