@@ -54,16 +54,17 @@ class Config:
 
     SECRET_KEY = _secret_key()
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
-    # A network database's pooled connections may die; a SQLite file's do not.
-    SQLALCHEMY_ENGINE_OPTIONS: dict = (
-        {} if SQLALCHEMY_DATABASE_URI.startswith("sqlite") else {"pool_pre_ping": True}
-    )
+    # Completed for the database in use by app.database.engine_options.
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
     CORS_ALLOWED_ORIGINS = _origins(os.environ.get("CORS_ALLOWED_ORIGINS"))
     # None lets Flask-SocketIO pick: gevent when monkey-patched, threading under `flask run`.
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE") or None
     # Largest Socket.IO message accepted (bytes); chat messages are a few KB at most.
     SOCKETIO_MAX_HTTP_BUFFER_SIZE = int(os.environ.get("SOCKETIO_MAX_HTTP_BUFFER_SIZE", 64 * 1024))
+    # Every client event of every namespace, per connection: events per second and burst.
+    SOCKETIO_EVENT_RATE = float(os.environ.get("SOCKETIO_EVENT_RATE", 50))
+    SOCKETIO_EVENT_BURST = int(os.environ.get("SOCKETIO_EVENT_BURST", 200))
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1024 * 1024))
 
     SESSION_COOKIE_HTTPONLY = True

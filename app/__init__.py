@@ -33,6 +33,7 @@ def register_extensions(app: Flask) -> None:
     from app.live.acks import track_acks
     from app.live.capture import init_capture
     from app.models import include_name
+    from app.ratelimit import RateLimiter, limit_events
     from app.security import init_security, origin_checker
 
     engine_options(app)
@@ -51,6 +52,8 @@ def register_extensions(app: Flask) -> None:
         max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
     )
     track_acks(socketio.server)
+    limit_events(socketio.server, RateLimiter(app.config["SOCKETIO_EVENT_RATE"],
+                                              app.config["SOCKETIO_EVENT_BURST"]))
     init_capture()
     init_security(app)
 

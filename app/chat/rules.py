@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
+
+from app import ratelimit
 
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # "user-<id>" is the private room of user <id>; "user:<id>" is the room every socket of
@@ -56,24 +57,11 @@ def client_id(value: Any) -> str | None:
     return value
 
 
-class TokenBucket:
-    """``rate`` messages per second on average, bursts of up to ``burst``."""
+class TokenBucket(ratelimit.TokenBucket):
+    """A connection's chat messages: ``rate`` per second on average, bursts of ``burst``."""
 
     def __init__(self, rate: float = 5.0, burst: int = 10) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        """Spend one token; False when the bucket is empty."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+        super().__init__(rate, burst)
 
     def check(self) -> None:
         """Spend one token or raise the rate-limit error."""
