@@ -78,6 +78,8 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(10), default="user", server_default="user")
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     version: Mapped[int] = mapped_column(Integer, server_default="1")
+    # Part of the login session's user id: moving it on ends every session made before.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.current_timestamp()
     )
@@ -96,6 +98,10 @@ class User(UserMixin, db.Model):
 
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        """Flask-Login's session id: the user id and the session epoch."""
+        return f"{self.id}:{self.session_epoch}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login: inactive users cannot log in

@@ -150,7 +150,8 @@ def test_upgrade_fills_downgrade_removes_upgrade_again(empty_url: str):
                               "('Early_Bird', 'e@x.org', 'admin', true), "
                               "('later', 'l@x.org', 'user', false)"))
         for step in ("upgrade", "downgrade", "upgrade"):
-            migrate(empty_url, step, "0003" if step == "upgrade" else "0002")
+            # Up to the newest revision, so that the models' drift check applies.
+            migrate(empty_url, step, "head" if step == "upgrade" else "0002")
             names = set(inspect(engine).get_table_names())
             indexes = user_indexes(engine)
             if step == "downgrade":

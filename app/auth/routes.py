@@ -8,14 +8,21 @@ from sqlalchemy import select
 
 from app.auth import bp
 from app.auth.forms import LoginForm
+from app.auth.sessions import end_sessions
 from app.auth.sockets import disconnect_local
 from app.extensions import db, login_manager
+from app.inputs import MAX_INT
 from app.models import User
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+def load_user(session_id: str) -> User | None:
+    """The user of a session ``"<id>:<epoch>"``, if that epoch is still the user's."""
+    user_id, _, epoch = session_id.partition(":")
+    if not (user_id.isdigit() and epoch.isdigit()) or int(user_id) > MAX_INT:
+        return None
+    user = db.session.get(User, int(user_id))
+    return user if user is not None and user.session_epoch == int(epoch) else None
 
 
 @bp.before_app_request
@@ -50,12 +57,14 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Log out (a POST with CSRF) and close this user's open Socket.IO connections.
+    """Log out (a POST with CSRF): every session of this user ends (a copied cookie too)
+    and its open Socket.IO connections close.
 
     With several processes only this one's connections close here (a logout is not
     a database change); deactivation reaches every process through the feed.
     """
     disconnect_local(current_user.id)
+    end_sessions(current_user.id)
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

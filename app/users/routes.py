@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask_login import current_user, login_required, login_user
 from werkzeug.wrappers import Response
 
 from app.extensions import db
@@ -117,6 +117,8 @@ def edit(id: int) -> str | Response | tuple[str, int]:
         db.session.rollback()
         form.add_service_errors(exc.errors)
         return render_template("users/form.html", form=form, user=user), exc.status
+    if user.id == current_user.id:
+        login_user(user)  # a new password ended this session too: carry on in a new one
     flash(f"User {user.username} saved.", "success")
     return redirect(url_for("users.index"))
 

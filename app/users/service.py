@@ -151,6 +151,7 @@ def update_user(user: User, data: dict[str, Any], expected_version: int | None) 
             setattr(user, field, clean[field])
     if "password" in clean:
         user.set_password(clean["password"])
+        user.session_epoch += 1  # a new password ends every session made with the old one
     user_id = user.id
     try:
         _commit()

@@ -1,0 +1,66 @@
+"""Login sessions end on logout and on a password change, copied cookies included."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import UserChange
+from app.users.service import update_user
+from tests.conftest import csrf_token, login
+
+
+def copy_session(source: FlaskClient, target: FlaskClient) -> None:
+    """What someone who copied the cookie holds."""
+    cookie = source.get_cookie("session")
+    target.set_cookie("session", cookie.value)
+
+
+def logged_in(client: FlaskClient) -> bool:
+    return client.get("/").status_code == 200
+
+
+def test_a_cookie_copied_before_logout_no_longer_works(app, admin_client, db_url):
+    thief = app.test_client()
+    copy_session(admin_client, thief)
+    assert logged_in(thief)
+    changes = db.session.scalar(select(func.count()).select_from(UserChange))
+    token = csrf_token(admin_client, "/")
+    assert admin_client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert not logged_in(thief)
+    assert not logged_in(admin_client)
+    # A logout is no change of the user: nothing in the log.
+    assert db.session.scalar(select(func.count()).select_from(UserChange)) == changes
+
+
+def test_a_new_password_ends_the_users_sessions(app, bob, user_client, admin):
+    other_device = app.test_client()
+    assert login(other_device, "bob").status_code == 302
+    update_user(bob, {"password": "a-brand-new-password"}, bob.version)
+    assert not logged_in(user_client) and not logged_in(other_device)
+    assert login(user_client, "bob", "a-brand-new-password").status_code == 302
+    assert logged_in(user_client)
+
+
+def test_changing_ones_own_password_in_the_form_keeps_one_logged_in(app, admin_client,
+                                                                    admin):
+    elsewhere = app.test_client()
+    copy_session(admin_client, elsewhere)
+    page = f"/users/{admin.id}/edit"
+    response = admin_client.post(page, data={
+        "csrf_token": csrf_token(admin_client, page), "username": "admin",
+        "email": admin.email, "role": "admin", "active": "y",
+        "password": "another-long-password", "version": str(admin.version)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    assert logged_in(admin_client)
+    assert not logged_in(elsewhere)
+
+
+def test_a_malformed_session_id_is_nobody(app, client, admin):
+    with client.session_transaction() as session:
+        session["_user_id"] = "1"  # an id without its epoch, or anything else
+    assert not logged_in(client)
+    with client.session_transaction() as session:
+        session["_user_id"] = "99999999999999999999:0"
+    assert not logged_in(client)
