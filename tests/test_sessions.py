@@ -64,3 +64,12 @@ def test_a_malformed_session_id_is_nobody(app, client, admin):
     with client.session_transaction() as session:
         session["_user_id"] = "99999999999999999999:0"
     assert not logged_in(client)
+
+
+def test_a_deactivated_users_sessions_stay_ended_after_reactivation(app, bob, user_client):
+    unused = app.test_client()  # a session nobody uses while bob is deactivated
+    copy_session(user_client, unused)
+    update_user(bob, {"active": False}, bob.version)
+    assert not logged_in(user_client)
+    update_user(bob, {"active": True}, bob.version)
+    assert not logged_in(unused)

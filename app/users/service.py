@@ -146,6 +146,8 @@ def update_user(user: User, data: dict[str, Any], expected_version: int | None) 
         clean.get("role", "admin") != "admin" or clean.get("active", True) is False
     ):
         _ensure_other_admin(user)
+    if user.active and clean.get("active") is False:
+        user.session_epoch += 1  # reactivated later, it starts with no session alive
     for field in ("username", "email", "role", "active"):
         if field in clean:
             setattr(user, field, clean[field])
