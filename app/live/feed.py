@@ -32,14 +32,13 @@ from app.live.changelog import (
     read_changes_of,
     snapshot,
 )
-from app.live.views import Page, ViewRegistry, diff, plan_reads
+from app.live.views import NAMESPACE, Page, ViewRegistry, diff, plan_reads
 from app.models import user_payload
 from app.users.counts import table_counts
 from app.users.listing import Listing
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "/users"
 ROOM = "feed"  # subscribers of the plain change stream
 VIEWS_ROOM = "views"  # every view subscriber: counters and the activity list
 BATCH_LIMIT = 500

@@ -123,9 +123,6 @@ class ViewRegistry:
                                  ignore_queue=True)
         socketio.server.enter_room(sid, page.room, namespace=NAMESPACE)
 
-    def sids(self) -> list[str]:
-        return list(self.by_sid)
-
     # --- after each batch of changes ----------------------------------------------------------
 
     def absorb(self, changes: list[tuple[int, int, dict | None, dict | None, dict]]) -> None:

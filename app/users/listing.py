@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -66,6 +65,41 @@ def _sort_keys(sort: str) -> list[tuple[str, bool]] | None:
     return keys
 
 
+def _checked(values: Mapping[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
+    """The typed ``values`` that follow the listing's rules; each other one is reported
+    in ``errors`` (the rules of the query string and of a live view alike)."""
+    clean: dict[str, Any] = {}
+    if "q" in values:
+        if type(values["q"]) is not str or len(values["q"].strip()) > Q_MAX_LENGTH:
+            errors["q"] = [f"Must be a string of at most {Q_MAX_LENGTH} characters."]
+        else:
+            clean["q"] = values["q"].strip()
+    if "role" in values:
+        if values["role"] not in ROLES:
+            errors["role"] = [f"Must be one of: {', '.join(ROLES)}."]
+        else:
+            clean["role"] = values["role"]
+    if "active" in values:
+        if type(values["active"]) is not bool:
+            errors["active"] = ["Must be true or false."]
+        else:
+            clean["active"] = values["active"]
+    if "sort" in values:
+        if type(values["sort"]) is not str or _sort_keys(values["sort"]) is None:
+            errors["sort"] = [f"Sort by one of: {', '.join(SORTABLE)} "
+                              "(prefix '-' to reverse, commas between fields)."]
+        else:
+            clean["sort"] = values["sort"].replace(" ", "")
+    for name in ("page", "per_page"):
+        if name in values:
+            number = values[name]
+            if type(number) is not int or not 1 <= number <= MAX_INT:
+                errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
+            else:
+                clean[name] = number
+    return clean
+
+
 @dataclass(frozen=True)
 class Listing:
     """One query of the users list: filter, sort and page."""
@@ -83,41 +117,26 @@ class Listing:
     def from_args(cls, args: Mapping[str, str], *, strict: bool, default_sort: str = "id",
                   default_per_page: int = 20, max_per_page: int = 100) -> Listing:
         """From a query string. Strict: every bad parameter is reported at once
-        (``ListingError``); lenient: a bad parameter takes its default."""
-        errors: dict[str, list[str]] = {}
-        values: dict[str, Any] = {"sort": default_sort, "per_page": default_per_page}
-
-        q = args.get("q", "").strip()
-        if len(q) > Q_MAX_LENGTH:
-            errors["q"] = [f"At most {Q_MAX_LENGTH} characters."]
-            q = q[:Q_MAX_LENGTH]
-        values["q"] = q
+        (``ListingError``); lenient: a bad parameter takes its default (a long ``q`` is
+        cut)."""
+        typed: dict[str, Any] = {"q": args.get("q", "")}
         if role := args.get("role", ""):
-            if role in ROLES:
-                values["role"] = role
-            else:
-                errors["role"] = [f"Must be one of: {', '.join(ROLES)}."]
+            typed["role"] = role
         if active := args.get("active", ""):
-            if active.lower() in BOOLEANS:
-                values["active"] = BOOLEANS[active.lower()]
-            else:
-                errors["active"] = ["Must be true or false."]
+            typed["active"] = BOOLEANS.get(active.lower(), active)
         if "sort" in args:
-            if _sort_keys(args["sort"]) is None:
-                errors["sort"] = [f"Sort by one of: {', '.join(SORTABLE)} "
-                                  "(prefix '-' to reverse, commas between fields)."]
-            else:
-                values["sort"] = args["sort"].replace(" ", "")
+            typed["sort"] = args["sort"]
         for name in ("page", "per_page"):
             if name in args:
                 number = bounded_int(args[name])
-                if number is None:
-                    errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
-                else:
-                    values[name] = number
-        values["per_page"] = min(values["per_page"], max_per_page)
+                typed[name] = args[name] if number is None else number
+        errors: dict[str, list[str]] = {}
+        values = {"sort": default_sort, "per_page": default_per_page, **_checked(typed, errors)}
         if errors and strict:
             raise ListingError(errors)
+        if "q" in errors:
+            values["q"] = typed["q"].strip()[:Q_MAX_LENGTH]
+        values["per_page"] = min(values["per_page"], max_per_page)
         return cls(**values)
 
     @classmethod
@@ -128,34 +147,7 @@ class Listing:
         errors: dict[str, list[str]] = {}
         if unknown := sorted(set(view) - set(VIEW_KEYS)):
             errors["view"] = [f"Unknown keys: {', '.join(map(str, unknown))}."]
-        values: dict[str, Any] = {}
-        if "q" in view:
-            if type(view["q"]) is not str or len(view["q"].strip()) > Q_MAX_LENGTH:
-                errors["q"] = [f"Must be a string of at most {Q_MAX_LENGTH} characters."]
-            else:
-                values["q"] = view["q"].strip()
-        if "role" in view:
-            if view["role"] not in ROLES:
-                errors["role"] = [f"Must be one of: {', '.join(ROLES)}."]
-            else:
-                values["role"] = view["role"]
-        if "active" in view:
-            if type(view["active"]) is not bool:
-                errors["active"] = ["Must be true or false."]
-            else:
-                values["active"] = view["active"]
-        if "sort" in view:
-            if type(view["sort"]) is not str or _sort_keys(view["sort"]) is None:
-                errors["sort"] = [f"Sort by one of: {', '.join(SORTABLE)}."]
-            else:
-                values["sort"] = view["sort"].replace(" ", "")
-        for name in ("page", "per_page"):
-            if name in view:
-                number = view[name]
-                if type(number) is not int or not 1 <= number <= MAX_INT:
-                    errors[name] = [f"Must be an integer from 1 to {MAX_INT}."]
-                else:
-                    values[name] = number
+        values = _checked(view, errors)
         if errors:
             raise ListingError(errors)
         values["per_page"] = min(values.get("per_page", cls.per_page), max_per_page)
@@ -164,9 +156,6 @@ class Listing:
     def as_dict(self) -> dict[str, Any]:
         """Every key, as used (the view in an acknowledgement)."""
         return asdict(self)
-
-    def replace(self, **changes: Any) -> Listing:
-        return Listing(**{**asdict(self), **changes})
 
     # --- its parts -----------------------------------------------------------------------
 
@@ -290,11 +279,6 @@ class Listing:
                 order = -1 if x < y else 1
                 return -order if descending else order
         return 0
-
-    def sorted(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """``rows`` that match, in this list's order (for tests and small sets)."""
-        return sorted(filter(self.matches, rows), key=functools.cmp_to_key(self.compare))
-
 
 class ListingPagination(Pagination):
     """Flask-SQLAlchemy's pagination (page links and all) of a ``Listing``: its rows and
