@@ -105,7 +105,7 @@ def seed(url: str, n: int) -> None:
             conn.execute(text("INSERT INTO user_counts SELECT role, active, count(*) "
                               "FROM users GROUP BY role, active"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
+        conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()
 
 

@@ -40,7 +40,7 @@ def list_users():
     listing = users_listing()
     total = listing.count()
     return {
-        "items": [user.to_dict() for user in listing.rows()],
+        "items": [user.to_dict() for user in listing.rows(total=total)],
         "total": total,
         "page": listing.page,
         "per_page": listing.per_page,

@@ -265,13 +265,14 @@ class Feed:
         cursor, totals = self.head(), {}
         for listing, offset, limit, pages in plan_reads(self.views.stale()):
             socketio.sleep(0)  # one query at a time: the others' clients go on meanwhile
-            users = listing.payloads(offset, limit)
+            key = listing.filter_key
+            if key not in totals:
+                # Pages of one filter share their total; one unseen change recounts it.
+                recount = any(page.recount for page in pages)
+                totals[key] = listing.count() if recount else pages[0].total
+            users = listing.payloads(offset, limit, totals[key])
             for page in pages:
-                if page.recount:
-                    key = page.listing.filter_key
-                    if key not in totals:
-                        totals[key] = page.listing.count()
-                    page.total = totals[key]
+                page.total = totals[key]
                 start = page.listing.offset - offset
                 event = diff(page, cursor, page.total,
                              users[start:start + page.listing.per_page])
@@ -389,8 +390,8 @@ class Feed:
         """The page and its total as of one cursor, from one snapshot."""
         with consistent_read():
             cursor = current_cursor()
-            users = listing.payloads()
             total = listing.count()
+            users = listing.payloads(total=total)
         return Page(listing, room="", cursor=cursor, total=total,
                     ids=[u["id"] for u in users], rows={u["id"]: u for u in users})
 

@@ -25,7 +25,7 @@ from flask_sqlalchemy.pagination import Pagination
 from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.collation import ascii_lower, fold
+from app.collation import ascii_lower, ascii_order, fold
 from app.extensions import db
 from app.inputs import MAX_INT, bounded_int
 from app.models import ROLES, USER_FIELDS, User, parse_timestamp, user_payload
@@ -201,36 +201,59 @@ class Listing:
             conditions.append(User.active.is_(self.active))
         return conditions
 
-    def order_by(self) -> list[ColumnElement[Any]]:
+    def order_by(self, *, backward: bool = False) -> list[ColumnElement[Any]]:
+        """The sort in SQL; ``backward`` reverses every key (the list read from its end)."""
         order = []
         for field, descending in self.keys:
             column = getattr(User, field)
             if field in CASE_INSENSITIVE:
-                column = ascii_lower(column)
-            order.append(column.desc() if descending else column.asc())
+                column = ascii_order(column)
+            order.append(column.desc() if descending is not backward else column.asc())
         return order
 
-    def page_ids(self, offset: int | None = None, limit: int | None = None) -> Select:
+    def page_ids(self, offset: int | None = None, limit: int | None = None,
+                 total: int | None = None) -> Select | None:
         """The ids of this page's users, or of ``offset``/``limit``, in order: read from
-        the sort's index alone (PostgreSQL skips a deep page's offset by an index-only
-        scan; SQLite's index holds the id)."""
-        return (select(User.id).where(*self.conditions()).order_by(*self.order_by())
-                .offset(self.offset if offset is None else offset)
-                .limit(self.per_page if limit is None else limit))
+        the sort's index alone (SQLite's index holds the id; PostgreSQL's index-only scan
+        needs the table vacuumed). None when ``total`` says there are none.
 
-    def page_select(self, offset: int | None, limit: int | None, *entities: Any) -> Select:
+        An offset costs its length in index entries, so with ``total`` (the count of the
+        whole list, as of the same snapshot) a page in the list's second half is read
+        from the end: no page costs more than half the list.
+        """
+        offset = self.offset if offset is None else offset
+        limit = self.per_page if limit is None else limit
+        backward = False
+        if total is not None and 2 * offset + limit > total:
+            offset, limit = max(0, total - offset - limit), min(limit, total - offset)
+            backward = True
+            if limit <= 0:
+                return None
+        return (select(User.id).where(*self.conditions())
+                .order_by(*self.order_by(backward=backward)).offset(offset).limit(limit))
+
+    def page_select(self, offset: int | None, limit: int | None, total: int | None,
+                    *entities: Any) -> Select | None:
         """``entities`` of the users of ``page_ids``, in order (only their rows are read)."""
-        ids = self.page_ids(offset, limit).scalar_subquery()
-        return select(*entities).where(User.id.in_(ids)).order_by(*self.order_by())
+        ids = self.page_ids(offset, limit, total)
+        if ids is None:
+            return None
+        return (select(*entities).where(User.id.in_(ids.scalar_subquery()))
+                .order_by(*self.order_by()))
 
-    def rows(self, offset: int | None = None, limit: int | None = None) -> list[User]:
+    def rows(self, offset: int | None = None, limit: int | None = None,
+             total: int | None = None) -> list[User]:
         """The users of this page, or of ``offset``/``limit`` in the same order."""
-        return list(db.session.scalars(self.page_select(offset, limit, User)))
+        query = self.page_select(offset, limit, total, User)
+        return [] if query is None else list(db.session.scalars(query))
 
-    def payloads(self, offset: int | None = None, limit: int | None = None) -> list[dict]:
+    def payloads(self, offset: int | None = None, limit: int | None = None,
+                 total: int | None = None) -> list[dict]:
         """Like ``rows``, as the public dicts, read without building ORM objects."""
         columns = [getattr(User, name) for name in USER_FIELDS]
-        query = self.page_select(offset, limit, *columns)
+        query = self.page_select(offset, limit, total, *columns)
+        if query is None:
+            return []
         return [user_payload(row._mapping) for row in db.session.execute(query)]
 
     def count(self) -> int:
@@ -289,7 +312,9 @@ class ListingPagination(Pagination):
                          error_out=False, listing=listing)
 
     def _query_items(self) -> list[User]:
-        return self._query_args["listing"].rows()
+        listing: Listing = self._query_args["listing"]
+        self._total = listing.count()
+        return listing.rows(total=self._total)
 
     def _query_count(self) -> int:
-        return self._query_args["listing"].count()
+        return self._total
