@@ -15,6 +15,7 @@ from app import create_app
 from app.extensions import db
 from app.live.minutes import minute_of, per_minute, prune_minutes
 from app.models import User, parse_timestamp, utcnow
+from app.users import listing as listing_module
 from app.users.counts import count_where, table_counts
 from app.users.listing import SORTABLE, Listing
 from app.users.service import delete_user, update_user
@@ -318,11 +319,12 @@ def test_search_reads_the_trigram_index(app):
 
 
 @BOTH_DATABASES
-def test_pages_read_from_the_end_are_the_pages_read_from_the_start(app):
+def test_pages_read_from_the_end_are_the_pages_read_from_the_start(app, monkeypatch):
     """A page past the middle is read backward from the list's end (its offset is
     shorter): every page of every sort, ties and filters included, is the same rows in
     the same order as read forward, and as the Python rule sorts them."""
     seed(203)
+    monkeypatch.setattr(listing_module, "BACKWARD_FROM", 20)
     execute("UPDATE users SET version = 1 + id % 4, role = CASE WHEN id % 7 = 0 "
             "THEN 'admin' ELSE 'user' END")
     everyone = [u.to_dict() for u in db.session.scalars(db.select(User))]

@@ -38,6 +38,8 @@ BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "n
 Q_MAX_LENGTH = 100
 PER_PAGE_CHOICES = (10, 20, 50, 100)
 VIEW_KEYS = ("q", "role", "active", "sort", "page", "per_page")
+# Pages from this offset on are read from the end when that is nearer.
+BACKWARD_FROM = 1000
 # The trigram index (FTS5 on SQLite, pg_trgm on PostgreSQL) needs three characters.
 TRIGRAM = 3
 
@@ -218,17 +220,19 @@ class Listing:
         needs the table vacuumed). None when ``total`` says there are none.
 
         An offset costs its length in index entries, so with ``total`` (the count of the
-        whole list, as of the same snapshot) a page in the list's second half is read
-        from the end: no page costs more than half the list.
+        whole list, as of the same snapshot) a deep page in the list's second half is
+        read from the end: no page costs more than half the list. Not a shallow one: a
+        LIMIT smaller than the page can make PostgreSQL's planner prefer walking the
+        sort's index to find a search's few matches over its trigram index.
         """
         offset = self.offset if offset is None else offset
         limit = self.per_page if limit is None else limit
+        if total is not None and offset >= total:
+            return None
         backward = False
-        if total is not None and 2 * offset + limit > total:
+        if total is not None and offset >= BACKWARD_FROM and 2 * offset + limit > total:
             offset, limit = max(0, total - offset - limit), min(limit, total - offset)
             backward = True
-            if limit <= 0:
-                return None
         return (select(User.id).where(*self.conditions())
                 .order_by(*self.order_by(backward=backward)).offset(offset).limit(limit))
 
