@@ -29,6 +29,7 @@ from app.collation import ascii_lower, ascii_order, fold
 from app.extensions import db
 from app.inputs import MAX_INT, bounded_int
 from app.models import ROLES, USER_FIELDS, User, parse_timestamp, user_payload
+from app.reads import read_all
 from app.users.counts import count_where
 
 SORTABLE = ("id", "username", "email", "role", "active", "version", "created_at", "updated_at")
@@ -258,16 +259,15 @@ class Listing:
         query = self.page_select(offset, limit, total, *columns)
         if query is None:
             return []
-        return [user_payload(row._mapping) for row in db.session.execute(query)]
+        return [user_payload(row) for row in read_all(query)]
 
     def count(self) -> int:
         """How many users match (every page): from the maintained counts without a
         search, else by the search index."""
         if not self.q:
             return count_where(self.role, self.active)
-        return db.session.scalar(
-            select(func.count()).select_from(User).where(*self.conditions())
-        ) or 0
+        query = select(func.count().label("n")).select_from(User).where(*self.conditions())
+        return read_all(query)[0]["n"]
 
     # --- in Python (the live views) -------------------------------------------------------
 
