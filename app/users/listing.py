@@ -248,9 +248,15 @@ class Listing:
 
     def rows(self, offset: int | None = None, limit: int | None = None,
              total: int | None = None) -> list[User]:
-        """The users of this page, or of ``offset``/``limit`` in the same order."""
-        query = self.page_select(offset, limit, total, User)
-        return [] if query is None else list(db.session.scalars(query))
+        """The users of this page, or of ``offset``/``limit`` in the same order: their
+        ids first (off the hub, see app/reads.py: a short search may walk a whole
+        index), then those users by primary key."""
+        query = self.page_select(offset, limit, total, User.id)
+        if query is None:
+            return []
+        ids = [row["id"] for row in read_all(query)]
+        users = {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
+        return [users[i] for i in ids if i in users]
 
     def payloads(self, offset: int | None = None, limit: int | None = None,
                  total: int | None = None) -> list[dict]:
