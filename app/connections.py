@@ -18,12 +18,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 log = logging.getLogger("app.connections")
 
-SLOT = "livecrud.connection_slot"  # environ key: the address an admitted request counts for
+SLOT = "livecrud.connection_slot"  # environ key of an admitted request's Slot
+
+
+@dataclass
+class Slot:
+    """One counted connection. Flask-SocketIO hands Engine.IO a copy of the environ: the
+    request and the session share this object, not the dict."""
+
+    address: str
+    session: str | None = None  # the Engine.IO session that took it over
+    freed: bool = False
 
 
 class ConnectionRegistry:
@@ -40,7 +51,7 @@ class ConnectionRegistry:
         self.engineio_path = "/" + engineio_path.strip("/") + "/"
         self.counts: Counter[str] = Counter()
         self.open = 0
-        self.sessions: dict[str, str] = {}  # Engine.IO sid -> address
+        self.sessions: dict[str, Slot] = {}  # Engine.IO sid -> its slot
         self.websockets: set[Any] = set()  # open WebSockets of the process (both kinds)
         self.shutting_down = False
         self.eio: Any = None
@@ -102,23 +113,26 @@ class ConnectionRegistry:
             else:
                 self.counts[address] += 1
                 self.open += 1
-                environ[SLOT] = address
+                environ[SLOT] = Slot(address)
                 return None
         self._log_refusal(address, refusal[1])
         return refusal
 
     def release(self, environ: dict[str, Any]) -> None:
         """Free the request's slot, unless an Engine.IO session took it over."""
-        address = environ.pop(SLOT, None)
-        if address is not None:
-            self._free(address)
+        slot = environ.pop(SLOT, None)
+        if slot is not None and slot.session is None:
+            self._free(slot)
 
-    def _free(self, address: str) -> None:
+    def _free(self, slot: Slot) -> None:
         with self._lock:
+            if slot.freed:
+                return
+            slot.freed = True
             self.open -= 1
-            self.counts[address] -= 1
-            if self.counts[address] <= 0:
-                del self.counts[address]
+            self.counts[slot.address] -= 1
+            if self.counts[slot.address] <= 0:
+                del self.counts[slot.address]
 
     def _log_refusal(self, address: str, reason: str) -> None:
         self._refused += 1
@@ -137,19 +151,18 @@ class ConnectionRegistry:
 
         def on_connect(sid: str, environ: dict[str, Any]) -> Any:
             accepted = connect(sid, environ)
-            address = environ.pop(SLOT, None)
-            if address is not None and (accepted is None or accepted is True):
-                self.sessions[sid] = address
-            elif address is not None:
-                environ[SLOT] = address  # refused: the request frees it
+            slot = environ.get(SLOT)
+            if slot is not None and slot.session is None and accepted in (None, True):
+                slot.session = sid
+                self.sessions[sid] = slot
             return accepted
 
         def on_disconnect(sid: str, reason: Any = None) -> Any:
             try:
                 return disconnect(sid, reason)
             finally:
-                if (address := self.sessions.pop(sid, None)) is not None:
-                    self._free(address)
+                if (slot := self.sessions.pop(sid, None)) is not None:
+                    self._free(slot)
 
         eio.on("connect", on_connect)
         eio.on("disconnect", on_disconnect)

@@ -13,13 +13,14 @@ import time
 class RawWebSocket:
     """One WebSocket connection, driven byte by byte."""
 
-    def __init__(self, port: int, path: str, timeout: float = 10) -> None:
+    def __init__(self, port: int, path: str, timeout: float = 10,
+                 extra_headers: str = "") -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+            f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n".encode())
         self.buffer = b""
         head = self._read_until(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
