@@ -53,6 +53,7 @@ class ConnectionRegistry:
         self.open = 0
         self.sessions: dict[str, Slot] = {}  # Engine.IO sid -> its slot
         self.websockets: set[Any] = set()  # open WebSockets of the process (both kinds)
+        self.handlers: set[Any] = set()  # the server's handlers: one per TCP connection
         self.shutting_down = False
         self.eio: Any = None
         self._lock = threading.Lock()
@@ -169,8 +170,9 @@ class ConnectionRegistry:
 
     def shutdown(self, grace: float = 2.0) -> None:
         """Tell every client to go: an Engine.IO close to each Socket.IO session and a
-        1001 close frame to each plain WebSocket at once, then 1001 to any Socket.IO
-        WebSocket still open after ``grace`` seconds. New connections are refused."""
+        1001 close frame to each plain WebSocket at once; end keep-alive connections as
+        they fall idle; after ``grace`` seconds, close whatever is left. New connections
+        are refused meanwhile. Returns when no connection is left, or after ``grace``."""
         self.shutting_down = True
         if self.eio is not None:
             for number, sock in enumerate(list(self.eio.sockets.values())):
@@ -181,7 +183,9 @@ class ConnectionRegistry:
             if not ws.closed and not (ws.path or "").startswith(self.engineio_path):
                 ws.close(None, "server shutting down")
         deadline = time.monotonic() + grace
-        while any(not ws.closed for ws in self.websockets) and time.monotonic() < deadline:
+        while self.handlers and time.monotonic() < deadline:
+            for handler in list(self.handlers):
+                handler.close_if_idle()
             time.sleep(0.05)
         for ws in list(self.websockets):
             ws.close(None, "server shutting down")

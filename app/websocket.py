@@ -151,6 +151,19 @@ class LimitedWebSocket(WebSocket):
 class WebSocketHandler(BaseHandler):
     """gevent-websocket's handler with LimitedWebSocket and the connection caps."""
 
+    in_request = False
+
+    def handle(self) -> None:
+        """Serve the TCP connection, known to the registry meanwhile (shutdown)."""
+        registry = ConnectionRegistry.of(self.server.application)
+        if registry is None:
+            return super().handle()
+        registry.handlers.add(self)
+        try:
+            return super().handle()
+        finally:
+            registry.handlers.discard(self)
+
     def run_application(self) -> Any:
         registry = ConnectionRegistry.of(self.application)
         if registry is None:
@@ -158,10 +171,20 @@ class WebSocketHandler(BaseHandler):
         refusal = registry.admit(self.environ)
         if refusal is not None:
             return self.refuse(*refusal)
+        self.in_request = True
         try:
             return super().run_application()
         finally:
+            self.in_request = False
             registry.release(self.environ)
+            if registry.shutting_down:
+                self.close_connection = True
+
+    def close_if_idle(self) -> None:
+        """End the connection if it waits for its next request (keep-alive); shutdown."""
+        if not self.in_request and (sock := getattr(self, "socket", None)) is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def upgrade_connection(self) -> Any:
         """gevent-websocket's upgrade, then its WebSocket swapped for a LimitedWebSocket."""
