@@ -18,6 +18,7 @@ import socket
 import struct
 from typing import Any
 
+import gevent
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler as BaseHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
@@ -108,7 +109,9 @@ class LimitedWebSocket(WebSocket):
         if self.closed:
             raise WebSocketError("Connection is already closed")
         try:
-            return self.read_message()
+            message = self.read_message()
+            gevent.sleep(0)  # a client's burst of frames must not starve the others
+            return message
         except MessageTooBig:
             self.close(MESSAGE_TOO_BIG, "message too big")
         except UnicodeError:
