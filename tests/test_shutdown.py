@@ -29,18 +29,20 @@ def refused(port: int) -> bool:
     return False
 
 
-def shutdown_case(server: ServerProcess, admin) -> None:
-    """Clients of every kind, then SIGTERM; the contract's three deadlines."""
+def shutdown_case(server: ServerProcess, admin) -> int | None:
+    """Clients of every kind, then SIGTERM; the contract's three deadlines. Returns the
+    cursor a /users client had when it was told to go."""
     token = issue_token(admin)
+    # The chat clients' users are made first: the /users clients' cursors then follow them.
+    chat = Peer(server.url, "carol")
+    chat.call("join", {"room": "lobby"})
+    plain = RawWebSocket(server.port, f"/ws/chat/lobby?token={user_token('wendy')}")
     users = [LiveClient(server.url, token).connect() for _ in range(2)]
     polling = LiveClient(server.url, token)
     polling.sio.connect(server.url, namespaces=["/users"], auth={"token": token},
                         transports=["polling"], wait_timeout=10)
     for client in [*users, polling]:
         assert "cursor" in client.subscribe(None)
-    chat = Peer(server.url, "carol")
-    chat.call("join", {"room": "lobby"})
-    plain = RawWebSocket(server.port, f"/ws/chat/lobby?token={user_token('wendy')}")
     # What a browser's socket.io client sees, on a raw Engine.IO WebSocket.
     raw = RawWebSocket(server.port, "/socket.io/?EIO=4&transport=websocket")
     assert raw.recv_text().startswith("0{")
@@ -67,6 +69,7 @@ def shutdown_case(server: ServerProcess, admin) -> None:
         assert time.monotonic() - sent < 5.0
 
         assert server.proc.wait(10 - (time.monotonic() - sent)) == 0
+        return users[0].cursor
     finally:
         for ws in (raw, plain):
             ws.close()
@@ -76,7 +79,17 @@ def shutdown_case(server: ServerProcess, admin) -> None:
 
 
 def test_sigterm_under_manage_py_run(app, live_server, admin):
-    shutdown_case(live_server, admin)
+    cursor = shutdown_case(live_server, admin)
+    # The client reconnects to a process started meanwhile and resumes from its cursor.
+    live_server.start()
+    live_server.flask("users", "create", "late", "--email", "late@example.com",
+                      "--password", "a-long-enough-password")
+    client = LiveClient(live_server.url, issue_token(admin)).connect()
+    try:
+        ack = client.subscribe(cursor)
+        assert [c["row"]["username"] for c in ack["changes"]] == ["late"]
+    finally:
+        client.close()
 
 
 def test_sigterm_under_gunicorn(app, db_url, tmp_path, admin):
