@@ -66,6 +66,18 @@ class Config:
     SOCKETIO_EVENT_RATE = float(os.environ.get("SOCKETIO_EVENT_RATE", 50))
     SOCKETIO_EVENT_BURST = int(os.environ.get("SOCKETIO_EVENT_BURST", 200))
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1024 * 1024))
+    # Connections (Engine.IO sessions and plain WebSockets) one process accepts from one
+    # client address, and in all; past them a handshake gets 429 / 503 (app.connections).
+    SOCKETIO_MAX_CONNECTIONS_PER_ADDRESS = int(
+        os.environ.get("SOCKETIO_MAX_CONNECTIONS_PER_ADDRESS", 200))
+    SOCKETIO_MAX_CONNECTIONS = int(os.environ.get("SOCKETIO_MAX_CONNECTIONS", 10_000))
+    # Proxies whose X-Forwarded-For names the client for those caps ("*": any). Unset:
+    # FORWARDED_ALLOW_IPS (gunicorn's), else none: REMOTE_ADDR counts.
+    SOCKETIO_TRUSTED_PROXIES = _origins(
+        os.environ.get("SOCKETIO_TRUSTED_PROXIES", os.environ.get("FORWARDED_ALLOW_IPS"))) or []
+    # Engine.IO's ping: a client that answers none for interval + timeout is closed.
+    SOCKETIO_PING_INTERVAL = float(os.environ.get("SOCKETIO_PING_INTERVAL", 25))
+    SOCKETIO_PING_TIMEOUT = float(os.environ.get("SOCKETIO_PING_TIMEOUT", 20))
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

@@ -10,6 +10,7 @@ import click  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import socketio  # noqa: E402
+from app.server import serve  # noqa: E402
 
 app = create_app()
 
@@ -31,10 +32,10 @@ def cli() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 def run(host: str, port: int) -> None:
-    """Serve the app with gevent and gevent-websocket."""
+    """Serve the app with gevent and gevent-websocket; SIGTERM shuts down cleanly."""
     click.echo(f"LiveCRUD on http://{host}:{port} (async mode: {socketio.async_mode})")
     app.extensions["live_feed"].start()
-    socketio.run(app, host=host, port=port, debug=False, use_reloader=False, log_output=False)
+    serve(app, host, port)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
 
 def register_extensions(app: Flask) -> None:
+    from app.connections import ConnectionRegistry
     from app.database import engine_options, init_database
     from app.live.acks import track_acks
     from app.live.capture import init_capture
@@ -50,7 +51,11 @@ def register_extensions(app: Flask) -> None:
         cors_allowed_origins=origin_checker(app.config["CORS_ALLOWED_ORIGINS"]),
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
+        ping_interval=app.config["SOCKETIO_PING_INTERVAL"],
+        ping_timeout=app.config["SOCKETIO_PING_TIMEOUT"],
     )
+    app.extensions["connections"] = ConnectionRegistry.from_config(app.config)
+    app.extensions["connections"].watch(socketio.server.eio)
     track_acks(socketio.server)
     limit_events(socketio.server, RateLimiter(app.config["SOCKETIO_EVENT_RATE"],
                                               app.config["SOCKETIO_EVENT_BURST"]))

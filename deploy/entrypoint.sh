@@ -25,7 +25,7 @@ fi
 # --worker-connections: every open WebSocket is one long-lived greenlet and connection, so
 # this caps the simultaneous clients of one process.
 exec gunicorn -c deploy/gunicorn.conf.py \
-    -k geventwebsocket.gunicorn.workers.GeventWebSocketWorker \
+    -k app.worker.Worker \
     -w 1 --worker-connections "${WORKER_CONNECTIONS:-10000}" \
     --bind "${HOST:-0.0.0.0}:${PORT:-5000}" \
     "$@" manage:app

@@ -21,7 +21,10 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 # holds its session, and gunicorn's master spreads requests over workers at random. So one
 # worker per process; scale out with several processes/containers behind a sticky-session
 # proxy, sharing SOCKETIO_MESSAGE_QUEUE (Redis). See docs/deploy.md.
-worker_class = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+# app.worker.Worker: gevent-websocket's worker with the app's handler (frame size limit,
+# connection caps; app/websocket.py) and the contract's SIGTERM shutdown: stop accepting at
+# once, tell every client to go, exit within 10 s.
+worker_class = "app.worker.Worker"
 workers = 1
 # Each open WebSocket holds one greenlet and one connection for its whole life: this is the
 # ceiling on simultaneous clients of the process, not a pool of request slots.
@@ -29,7 +32,9 @@ worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 
 # A gevent worker only misses its heartbeat when some code blocks without yielding.
 timeout = 60
-graceful_timeout = 20
+# On SIGTERM the worker tells every client to go at once; this bounds the wait for their
+# connections to end (the contract: exit within 10 s).
+graceful_timeout = 6
 keepalive = 5
 
 accesslog = "-"

@@ -49,8 +49,7 @@ class ServerProcess:
         self.instance.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.command, "--port", str(self.port)],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -62,6 +61,9 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+
+    def argv(self) -> list[str]:
+        return [sys.executable, *self.command, "--port", str(self.port)]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -83,3 +85,17 @@ class ServerProcess:
             [sys.executable, "-m", "flask", *args], cwd=ROOT, env=self.env,
             capture_output=True, text=True, check=check, timeout=60,
         )
+
+
+class EntrypointProcess(ServerProcess):
+    """``deploy/entrypoint.sh`` (gunicorn, deploy/gunicorn.conf.py) on a migrated database."""
+
+    def argv(self) -> list[str]:
+        return [str(ROOT / "deploy" / "entrypoint.sh")]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **super().env, "HOST": "127.0.0.1", "PORT": str(self.port), "SKIP_DB_UPGRADE": "1",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        }

@@ -1,0 +1,226 @@
+"""gevent-websocket, bounded: the handler both servers use (``python manage.py run`` and
+gunicorn's worker, ``app.worker``).
+
+gevent-websocket reads a frame's whole announced length, then unmasks it byte by byte
+in Python, before Engine.IO or a view sees its size: one 20 MB frame froze every client
+of the process. Here a message bigger than ``SOCKETIO_MAX_HTTP_BUFFER_SIZE`` is refused
+from its frame header (close 1009, nothing of it read), unmasking is one big-integer XOR,
+a close sends its status code, and closing also shuts the TCP connection down, so that a
+reader blocked on a silent client returns and its socket is released. The handler also
+applies the connection caps of ``app.connections`` before a request opens a connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+from typing import Any
+
+import gevent
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.handler import WebSocketHandler as BaseHandler
+from geventwebsocket.websocket import Header, Stream, WebSocket
+
+from app.connections import ConnectionRegistry
+
+MESSAGE_TOO_BIG = 1009
+GOING_AWAY = 1001
+# Engine.IO's own default, for an application without a ConnectionRegistry.
+DEFAULT_MAX_MESSAGE = 1_000_000
+
+
+class MessageTooBig(WebSocketError):
+    """A frame header announced more than the message size limit."""
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the repeated 4-byte ``mask``, as one integer operation."""
+    n = len(payload)
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        n, "little")
+
+
+class LimitedWebSocket(WebSocket):
+    """A gevent-websocket WebSocket whose messages are at most ``max_size`` bytes."""
+
+    __slots__ = ("max_size",)
+
+    def __init__(self, environ: dict, stream: Stream, handler: WebSocketHandler,
+                 max_size: int) -> None:
+        super().__init__(environ, stream, handler)
+        self.max_size = max_size
+
+    def read_frame(self, budget: int | None = None) -> tuple[Header, bytes]:
+        """One frame; a data frame longer than ``budget`` raises MessageTooBig before a
+        byte of its payload is read."""
+        stream = self.stream
+        if stream is None:
+            raise WebSocketError("Connection closed")
+        header = Header.decode_header(stream)
+        if header.flags:
+            raise ProtocolError("reserved bits set")
+        if header.opcode < self.OPCODE_CLOSE and header.length > (
+                self.max_size if budget is None else budget):
+            raise MessageTooBig(f"frame of {header.length} bytes")
+        payload = stream.read(header.length) if header.length else b""
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask and payload:
+            payload = unmask(payload, header.mask)
+        return header, payload
+
+    def read_message(self) -> str | bytearray | None:
+        """The next text or binary message (fragments joined, their total bounded); None
+        after a close frame."""
+        opcode = None
+        message = bytearray()
+        while True:
+            header, payload = self.read_frame(self.max_size - len(message))
+            code = header.opcode
+            if code in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+                if opcode:
+                    raise ProtocolError("new message inside a fragmented one")
+                opcode = code
+            elif code == self.OPCODE_CONTINUATION:
+                if not opcode:
+                    raise ProtocolError("continuation frame without a message")
+            elif code == self.OPCODE_PING:
+                self.handle_ping(header, payload)
+                continue
+            elif code == self.OPCODE_PONG:
+                continue
+            elif code == self.OPCODE_CLOSE:
+                self.handle_close(header, payload)
+                return None
+            else:
+                raise ProtocolError(f"unexpected opcode {code}")
+            message += payload
+            if header.fin:
+                break
+        if opcode == self.OPCODE_TEXT:
+            return message.decode("utf-8")  # UnicodeDecodeError: closed with 1007
+        return message
+
+    def receive(self) -> str | bytearray | None:
+        """The next message, or None once the connection is closed (by either side)."""
+        if self.closed:
+            raise WebSocketError("Connection is already closed")
+        try:
+            message = self.read_message()
+            gevent.sleep(0)  # a client's burst of frames must not starve the others
+            return message
+        except MessageTooBig:
+            self.close(MESSAGE_TOO_BIG, "message too big")
+        except UnicodeError:
+            self.close(1007, "invalid UTF-8")
+        except ProtocolError:
+            self.close(1002, "protocol error")
+        except OSError:
+            self.close()
+        return None
+
+    def close(self, code: int | None = None, message: bytes | str = b"") -> None:
+        """Send a close frame with ``code`` (1001 while the server shuts down, else 1000)
+        and shut the TCP connection down: a greenlet blocked reading it returns at once."""
+        if self.closed:
+            return
+        if code is None:
+            registry = ConnectionRegistry.of(self.handler.application)
+            code = GOING_AWAY if registry and registry.shutting_down else 1000
+        reason = message.encode() if isinstance(message, str) else bytes(message or b"")
+        try:
+            self.send_frame(struct.pack("!H", code) + reason[:123], self.OPCODE_CLOSE)
+        except OSError:
+            pass  # the peer is gone: nothing to tell it
+        finally:
+            self.closed = True
+            self.stream = self.raw_write = self.raw_read = None
+            sock = getattr(self.handler, "socket", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def settimeout(self, seconds: float) -> None:
+        """Engine.IO sets ping interval + ping timeout here: a client silent for that
+        long has its read time out, and its connection closed."""
+        sock = getattr(self.handler, "socket", None)
+        if sock is not None:
+            sock.settimeout(seconds)
+
+
+class WebSocketHandler(BaseHandler):
+    """gevent-websocket's handler with LimitedWebSocket and the connection caps."""
+
+    in_request = False
+
+    def handle(self) -> None:
+        """Serve the TCP connection, known to the registry meanwhile (shutdown)."""
+        registry = ConnectionRegistry.of(self.server.application)
+        if registry is None:
+            return super().handle()
+        registry.handlers.add(self)
+        try:
+            return super().handle()
+        finally:
+            registry.handlers.discard(self)
+
+    def run_application(self) -> Any:
+        registry = ConnectionRegistry.of(self.application)
+        if registry is None:
+            return super().run_application()
+        refusal = registry.admit(self.environ)
+        if refusal is not None:
+            return self.refuse(*refusal)
+        self.in_request = True
+        try:
+            return super().run_application()
+        finally:
+            self.in_request = False
+            registry.release(self.environ)
+            if registry.shutting_down:
+                self.close_connection = True
+
+    def close_if_idle(self) -> None:
+        """End the connection if it waits for its next request (keep-alive); shutdown."""
+        if not self.in_request and (sock := getattr(self, "socket", None)) is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def upgrade_connection(self) -> Any:
+        """gevent-websocket's upgrade, then its WebSocket swapped for a LimitedWebSocket."""
+        result = super().upgrade_connection()
+        plain = self.environ.get("wsgi.websocket")
+        if plain is not None:
+            plain.closed = True  # never used: its __del__ must not send a close frame
+            registry = ConnectionRegistry.of(self.application)
+            limit = registry.max_message_size if registry else DEFAULT_MAX_MESSAGE
+            self.websocket = LimitedWebSocket(self.environ, Stream(self), self, limit)
+            self.environ["wsgi.websocket"] = self.websocket
+        return result
+
+    def run_websocket(self) -> None:
+        """Run the app on the open WebSocket, known to the registry meanwhile (shutdown)."""
+        registry = ConnectionRegistry.of(self.application)
+        if registry is None:
+            return super().run_websocket()
+        ws = self.websocket
+        registry.websockets.add(ws)
+        try:
+            return super().run_websocket()
+        finally:
+            registry.websockets.discard(ws)
+
+    def refuse(self, status: str, reason: str) -> None:
+        """Answer ``status`` with ``{"error": reason}`` instead of running the app."""
+        body = json.dumps({"error": reason}).encode()
+        self.close_connection = True
+        self.start_response(status, [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Retry-After", "5"),
+        ])
+        self.result = [body]
+        self.process_result()
