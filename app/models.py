@@ -68,7 +68,9 @@ class User(UserMixin, db.Model):
     """An account: the rows of the live users table."""
 
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),)
+    # AUTOINCREMENT: SQLite never hands out a deleted user's id again (migration 0005).
+    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
