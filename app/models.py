@@ -219,7 +219,9 @@ class ChangeContext(db.Model):
     """Who is writing, for the SQLite triggers (PostgreSQL uses a transaction setting).
 
     The app fills the one row inside its write transaction and empties it before
-    commit; SQLite's single writer means no other connection ever sees it.
+    commit; SQLite's single writer means no other connection ever sees it. The update
+    trigger (migration 0006) marks its own version bump with a row of id ``-user_id``
+    while the bump runs.
     """
 
     __tablename__ = "change_context"
