@@ -220,3 +220,21 @@ def test_rebuilding_users_as_autoincrement_keeps_everything(tmp_path: Path):
     engine = create_engine(url)
     assert drift(engine) == []
     engine.dispose()
+
+
+def test_ids_deleted_before_the_upgrade_are_not_handed_out(empty_url: str, engine: Engine,
+                                                             tmp_path: Path):
+    """A user id only the change log remembers (its user deleted before 0005, above what
+    the database would hand out next) is never given to a later user."""
+    flask_db(empty_url, tmp_path, "upgrade", "0004")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (username, email) VALUES ('a', 'a@example.com')"))
+        conn.execute(text("INSERT INTO users (id, username, email) "
+                          "VALUES (100, 'gone', 'gone@example.com')"))
+        conn.execute(text("DELETE FROM users WHERE id = 100"))
+    engine.dispose()
+    flask_db(empty_url, tmp_path, "upgrade")
+    with engine.begin() as conn:
+        new_id = conn.execute(text("INSERT INTO users (username, email) "
+                                   "VALUES ('b', 'b@example.com') RETURNING id")).scalar_one()
+    assert new_id > 100
