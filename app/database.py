@@ -46,7 +46,9 @@ class LockWaitingCursor(sqlite3.Cursor):
         return _waiting_for_lock(self.connection.lock_timeout, super().execute, sql, parameters)
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> LockWaitingCursor:
-        rows = list(seq_of_parameters)  # an iterator could not be run twice
+        rows = seq_of_parameters
+        if not isinstance(rows, list | tuple):
+            rows = list(rows)  # an iterator could not be run twice
         return _waiting_for_lock(self.connection.lock_timeout, super().executemany, sql, rows)
 
 
