@@ -65,6 +65,9 @@ class Config:
     # Every client event of every namespace, per connection: events per second and burst.
     SOCKETIO_EVENT_RATE = float(os.environ.get("SOCKETIO_EVENT_RATE", 50))
     SOCKETIO_EVENT_BURST = int(os.environ.get("SOCKETIO_EVENT_BURST", 200))
+    # SQLite: seconds a write waits for the lock another program holds (cooperatively,
+    # other clients go on meanwhile) before it is answered 503 with Retry-After.
+    SQLITE_LOCK_TIMEOUT = float(os.environ.get("SQLITE_LOCK_TIMEOUT", 5))
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1024 * 1024))
     # Connections (Engine.IO sessions and plain WebSockets) one process accepts from one
     # client address, and in all; past them a handshake gets 429 / 503 (app.connections).

@@ -68,7 +68,9 @@ class User(UserMixin, db.Model):
     """An account: the rows of the live users table."""
 
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),)
+    # AUTOINCREMENT: SQLite never hands out a deleted user's id again (migration 0005).
+    __table_args__ = (CheckConstraint("role IN ('admin', 'user')", name="ck_users_role"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
@@ -220,7 +222,9 @@ class ChangeContext(db.Model):
     """Who is writing, for the SQLite triggers (PostgreSQL uses a transaction setting).
 
     The app fills the one row inside its write transaction and empties it before
-    commit; SQLite's single writer means no other connection ever sees it.
+    commit; SQLite's single writer means no other connection ever sees it. The update
+    trigger (migration 0006) marks its own version bump with a row of id ``-user_id``
+    while the bump runs.
     """
 
     __tablename__ = "change_context"

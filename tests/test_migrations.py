@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,91 @@ def test_downgrade_to_base_then_upgrade(empty_url: str, engine: Engine, tmp_path
     flask_db(empty_url, tmp_path, "upgrade")
     assert drift(engine) == []
     assert_changes_captured(engine, "after_downgrade")
+
+
+def _sqlite(path: Path, *statements: str) -> list[list[tuple]]:
+    """Run statements on a connection of their own (foreign keys on, as the app's)."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA foreign_keys=ON")
+        results = [conn.execute(s).fetchall() for s in statements]
+        conn.commit()
+    return results
+
+
+def _attached(path: Path) -> dict[str, str]:
+    """Every index and trigger of the database, by name: its SQL (None for the indexes
+    SQLite makes for UNIQUE constraints)."""
+    (rows,) = _sqlite(path, "SELECT name, sql FROM sqlite_master WHERE type IN "
+                      "('index', 'trigger')")
+    return dict(rows)
+
+
+def test_rebuilding_users_as_autoincrement_keeps_everything(tmp_path: Path):
+    """0005 rebuilds the SQLite users table: every row, index (expression ones included)
+    and trigger (change log, counts, search) survives it and its downgrade, the tokens'
+    and chat messages' foreign keys hold, and no id seen before is handed out again."""
+    path = tmp_path / "rebuild.sqlite"
+    url = f"sqlite:///{path}"
+    flask_db(url, tmp_path, "upgrade", "0004")
+    _sqlite(path, *(f"INSERT INTO users (username, email) VALUES ('{n}', '{n}@example.com')"
+                    for n in ("alice", "bobby", "carol", "dave")),
+            "INSERT INTO api_tokens (user_id, token_hash, created_at, expires_at) "
+            "VALUES (2, 'hash', '2026-01-01', '2027-01-01')",
+            "INSERT INTO chat_messages (room, sender_id, recipient_id, text, created_at) "
+            "VALUES (NULL, 2, 3, 'hi', '2026-01-01')",
+            "DELETE FROM users WHERE id = 4")  # the largest id: SQLite gave it out again
+    before = _attached(path)
+    assert {"users_change_update", "users_fts_insert", "user_counts_delete",
+            "ix_users_lower_email_id", "ix_users_created_at_id"} <= set(before)
+
+    flask_db(url, tmp_path, "upgrade", "0005")
+    assert _attached(path) == before
+    table, sequence, counts, found, keys = _sqlite(
+        path, "SELECT sql FROM sqlite_master WHERE name = 'users'",
+        "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
+        "SELECT role, active, n FROM user_counts",
+        "SELECT rowid FROM users_fts WHERE users_fts MATCH 'obb'",
+        "PRAGMA foreign_key_list(chat_messages)")
+    assert "AUTOINCREMENT" in table[0][0]
+    assert sequence == [(4,)] and counts == [("user", 1, 3)] and found == [(2,)]
+    assert {row[2] for row in keys} == {"users"}
+    (new_id,) = _sqlite(path, "INSERT INTO users (username, email) "
+                        "VALUES ('erin', 'e@example.com') RETURNING id")
+    _, tokens, messages, changes = _sqlite(
+        path, "DELETE FROM users WHERE id = 2", "SELECT count(*) FROM api_tokens",
+        "SELECT count(*) FROM chat_messages",
+        "SELECT op, user_id FROM user_changes ORDER BY cursor DESC LIMIT 2")
+    assert new_id == [(5,)]
+    assert tokens == [(0,)] and messages == [(0,)]  # ON DELETE CASCADE still holds
+    assert changes == [("delete", 2), ("insert", 5)]
+
+    flask_db(url, tmp_path, "downgrade", "0004")
+    assert _attached(path) == before
+    table, sequence, users = _sqlite(
+        path, "SELECT sql FROM sqlite_master WHERE name = 'users'",
+        "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
+        "SELECT id, username FROM users ORDER BY id")
+    assert "AUTOINCREMENT" not in table[0][0] and sequence == []
+    assert users == [(1, "alice"), (3, "carol"), (5, "erin")]
+    flask_db(url, tmp_path, "upgrade")
+    engine = create_engine(url)
+    assert drift(engine) == []
+    engine.dispose()
+
+
+def test_ids_deleted_before_the_upgrade_are_not_handed_out(empty_url: str, engine: Engine,
+                                                             tmp_path: Path):
+    """A user id only the change log remembers (its user deleted before 0005, above what
+    the database would hand out next) is never given to a later user."""
+    flask_db(empty_url, tmp_path, "upgrade", "0004")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (username, email) VALUES ('a', 'a@example.com')"))
+        conn.execute(text("INSERT INTO users (id, username, email) "
+                          "VALUES (100, 'gone', 'gone@example.com')"))
+        conn.execute(text("DELETE FROM users WHERE id = 100"))
+    engine.dispose()
+    flask_db(empty_url, tmp_path, "upgrade")
+    with engine.begin() as conn:
+        new_id = conn.execute(text("INSERT INTO users (username, email) "
+                                   "VALUES ('b', 'b@example.com') RETURNING id")).scalar_one()
+    assert new_id > 100
