@@ -125,12 +125,12 @@ class User(UserMixin, db.Model):
 
 # The users list's indexes (migration 0003): one per sort, each with the id tie (a
 # backward scan serves the descending sort), on the expressions app/users/listing.py
-# sorts and searches by. Usernames and emails sort by ascii_order (0005), match by
+# sorts and searches by. Usernames and emails sort by ascii_order (0007), match by
 # ascii_lower.
 for _field in ("role", "active", "version", "created_at", "updated_at"):
     Index(f"ix_users_{_field}_id", User.__table__.c[_field], User.id)
 for _field in ("username", "email"):
-    # The column itself too, on PostgreSQL: deep pages then walk the index alone (0005).
+    # The column itself too, on PostgreSQL: deep pages then walk the index alone (0007).
     Index(f"ix_users_lower_{_field}_id", ascii_order(User.__table__.c[_field]), User.id,
           postgresql_include=[_field])
     _column: ColumnElement[str] = ascii_lower(User.__table__.c[_field])

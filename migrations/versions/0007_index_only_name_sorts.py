@@ -8,14 +8,14 @@ in the middle of a million users by username, PostgreSQL: 150 ms instead of 90).
   NOCASE collation, which folds ASCII letters only, as ``lower()`` does: the same order.
 - PostgreSQL: the expression index also holds the column (an index-only scan needs it).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 """
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
