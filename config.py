@@ -65,6 +65,10 @@ class Config:
     # Every client event of every namespace, per connection: events per second and burst.
     SOCKETIO_EVENT_RATE = float(os.environ.get("SOCKETIO_EVENT_RATE", 50))
     SOCKETIO_EVENT_BURST = int(os.environ.get("SOCKETIO_EVENT_BURST", 200))
+    # Repeated log lines: each message template is written at most this many times per
+    # window (seconds), then suppressed and counted (app/loglimit.py).
+    LOG_REPEAT_LIMIT = int(os.environ.get("LOG_REPEAT_LIMIT", 10))
+    LOG_REPEAT_WINDOW = float(os.environ.get("LOG_REPEAT_WINDOW", 60))
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1024 * 1024))
 
     SESSION_COOKIE_HTTPONLY = True

@@ -20,7 +20,6 @@ from flask import Flask, has_app_context
 
 from app.auth.sockets import disconnect_local, online_user_ids, user_room
 from app.extensions import db, socketio
-from app.live.acks import after_ack
 from app.live.changelog import (
     change_payload,
     consistent_read,
@@ -34,6 +33,7 @@ from app.live.changelog import (
 )
 from app.live.views import NAMESPACE, Page, ViewRegistry, diff, plan_reads
 from app.models import user_payload
+from app.realtime.acks import after_ack
 from app.users.counts import table_counts
 from app.users.listing import Listing
 
