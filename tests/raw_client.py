@@ -3,55 +3,76 @@ and reads the server's frames as they come (the end-to-end tests of hostile inpu
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import threading
 import time
 from typing import Any
 
 import websocket
 
+CLOSED = object()  # put on the queue when the server closes the connection
+
 
 class RawSocket:
-    """One Engine.IO WebSocket connection, with the Socket.IO namespace joined by hand."""
+    """One Engine.IO WebSocket connection, with the Socket.IO namespace joined by hand.
+
+    A reader thread answers Engine.IO pings at once (an idle client is never dropped
+    for a missed pong, however long a test takes) and queues every other frame.
+    """
 
     def __init__(self, port: int, namespace: str, token: str) -> None:
         self.namespace = namespace
         self.ws = websocket.create_connection(
             f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
-        opening = self.ws.recv()
+        self.ws.settimeout(None)
+        self.frames: queue.Queue = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        opening = self.recv()
         assert opening.startswith("0{"), opening
         self.send(f"40{namespace},{json.dumps({'token': token})}")
         while not (connected := self.recv()).startswith(f"40{namespace},"):
             assert connected.startswith(f"42{namespace},"), connected  # said on connect
         self._next_id = 100
 
+    def _read(self) -> None:
+        try:
+            while True:
+                opcode, data = self.ws.recv_data(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_CLOSE or data == b"1":
+                    break
+                if data == b"2":
+                    self.ws.send("3")
+                elif opcode == websocket.ABNF.OPCODE_TEXT:
+                    self.frames.put(data.decode())
+        except (websocket.WebSocketException, OSError):
+            pass
+        self.frames.put(CLOSED)
+
     def send(self, frame: str) -> None:
         self.ws.send(frame)
 
     def recv(self, timeout: float = 10) -> str:
-        """The next Socket.IO frame (Engine.IO pings are answered on the way)."""
-        self.ws.settimeout(timeout)
-        while True:
-            frame = self.ws.recv()
-            if frame == "2":
-                self.ws.send("3")
-                continue
-            return frame
+        """The next Socket.IO frame."""
+        frame = self.frames.get(timeout=timeout)
+        if frame is CLOSED:
+            self.frames.put(CLOSED)
+            raise ConnectionError("the server closed the connection")
+        return frame
 
     def closed(self, timeout: float = 5) -> bool:
         """Whether the server closes the connection within ``timeout`` (frames before the
         close are skipped)."""
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                self.ws.settimeout(max(deadline - time.monotonic(), 0.01))
-                opcode, data = self.ws.recv_data(control_frame=True)
-                if opcode == websocket.ABNF.OPCODE_CLOSE or data in (b"1", b""):
-                    return True
-        except websocket.WebSocketTimeoutException:
-            return False
-        except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError):
+            while True:
+                self.recv(max(deadline - time.monotonic(), 0.01))
+        except ConnectionError:
             return True
-        return False
+        except queue.Empty:
+            return False
 
     def call(self, event: str, *args: Any, timeout: float = 10) -> Any:
         """Emit ``event`` with an ack id; the ack's first argument."""
@@ -81,4 +102,6 @@ class RawSocket:
                     return payload[1] if len(payload) > 1 else None
 
     def close(self) -> None:
-        self.ws.close()
+        with contextlib.suppress(websocket.WebSocketException, OSError):  # closed already
+            self.ws.close(timeout=1)
+        self.reader.join(5)

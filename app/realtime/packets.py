@@ -114,9 +114,16 @@ def refuse_event(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
 
 
 def close(server: socketio.Server, eio_sid: str, reason: str) -> None:
-    """Close the Engine.IO connection (each joined namespace sees a disconnect)."""
+    """Close the Engine.IO connection (each joined namespace sees a disconnect).
+
+    Without waiting for the CLOSE packet to go out: a polling client that never polls
+    again must not hold the request that sent the packet (Engine.IO's service task
+    drops the closed socket).
+    """
     log.warning("closing Socket.IO connection of %s: %s", peer(server, eio_sid), reason)
-    server.eio.disconnect(eio_sid)
+    socket = server.eio.sockets.get(eio_sid)
+    if socket is not None:
+        socket.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
 
 
 def peer(server: socketio.Server, eio_sid: str) -> str:
