@@ -68,6 +68,10 @@ class Config:
     # SQLite: seconds a write waits for the lock another program holds (cooperatively,
     # other clients go on meanwhile) before it is answered 503 with Retry-After.
     SQLITE_LOCK_TIMEOUT = float(os.environ.get("SQLITE_LOCK_TIMEOUT", 5))
+    # Repeated log lines: each message template is written at most this many times per
+    # window (seconds), then suppressed and counted (app/loglimit.py).
+    LOG_REPEAT_LIMIT = int(os.environ.get("LOG_REPEAT_LIMIT", 10))
+    LOG_REPEAT_WINDOW = float(os.environ.get("LOG_REPEAT_WINDOW", 60))
     MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", 1024 * 1024))
     # Connections (Engine.IO sessions and plain WebSockets) one process accepts from one
     # client address, and in all; past them a handshake gets 429 / 503 (app.connections).

@@ -31,10 +31,10 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 def register_extensions(app: Flask) -> None:
     from app.connections import ConnectionRegistry
     from app.database import engine_options, init_database
-    from app.live.acks import track_acks
     from app.live.capture import init_capture
+    from app.loglimit import init_log_limit
     from app.models import include_name
-    from app.ratelimit import RateLimiter, limit_events
+    from app.realtime import init_realtime, safe_json
     from app.security import init_security, origin_checker
 
     engine_options(app)
@@ -53,12 +53,12 @@ def register_extensions(app: Flask) -> None:
         max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
         ping_interval=app.config["SOCKETIO_PING_INTERVAL"],
         ping_timeout=app.config["SOCKETIO_PING_TIMEOUT"],
+        json=safe_json,
     )
     app.extensions["connections"] = ConnectionRegistry.from_config(app.config)
     app.extensions["connections"].watch(socketio.server.eio)
-    track_acks(socketio.server)
-    limit_events(socketio.server, RateLimiter(app.config["SOCKETIO_EVENT_RATE"],
-                                              app.config["SOCKETIO_EVENT_BURST"]))
+    init_realtime(app, socketio.server)
+    init_log_limit(app)
     init_capture()
     init_security(app)
 
@@ -89,11 +89,11 @@ def register_namespaces(app: Flask) -> None:
     The live feed is made here, once per app; the server starts it (``manage.py run``,
     gunicorn's config), or else the first connection does.
     """
-    from app.chat.errors import socket_error_handler
     from app.chat.namespace import ChatNamespace
     from app.live.feed import Feed
     from app.live.namespace import UsersNamespace
     from app.playground.namespace import DemoNamespace
+    from app.realtime.namespace import socket_error_handler
 
     socketio.on_error_default(socket_error_handler)
     feed = app.extensions["live_feed"] = Feed(app)

@@ -6,10 +6,13 @@ users change log as made by the OS user through the ``cli``.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -22,10 +25,8 @@ from app.live.capture import set_change_context
 from app.models import ROLES, ApiToken, ChatMessage, User, UserChange
 from app.users.service import (
     DuplicateError,
-    LastAdminError,
-    StaleVersionError,
+    ServiceError,
     UserError,
-    UserGoneError,
     create_user,
     delete_user,
     update_user,
@@ -46,6 +47,28 @@ class CliError(click.ClickException):
         super().__init__(" ".join(str(message).split()))
 
 
+class ServiceGroup(AppGroup):
+    """A command group whose commands end a service error (``ServiceError``: bad input,
+    a duplicate, a stale or deleted user, the last admin) as a CliError; the session is
+    rolled back, so nothing is written."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], click.Command]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(callback: Callable) -> click.Command:
+            @functools.wraps(callback)
+            def run(*a: Any, **kw: Any) -> Any:
+                try:
+                    return callback(*a, **kw)
+                except ServiceError as exc:
+                    db.session.rollback()
+                    raise CliError(str(exc)) from None
+
+            return register(run)
+
+        return decorator
+
+
 def _cli_context() -> None:
     """Record the writes that follow as made by the OS user through the CLI."""
     try:
@@ -63,16 +86,12 @@ def _user(name: str) -> User:
 
 
 def _change(name: str, **fields: object) -> User:
-    """Apply ``fields`` to the user ``name`` through the service, errors as CliError."""
+    """Apply ``fields`` to the user ``name`` through the service."""
     _cli_context()
-    try:
-        return update_user(_user(name), fields, None)
-    except (UserError, LastAdminError, StaleVersionError, UserGoneError) as exc:
-        db.session.rollback()
-        raise CliError(str(exc)) from None
+    return update_user(_user(name), fields, None)
 
 
-@click.group("users", cls=AppGroup)
+@click.group("users", cls=ServiceGroup)
 def users_cli() -> None:
     """Create, list and change users."""
 
@@ -88,12 +107,7 @@ def create_command(name: str, email: str, password: str, admin: bool) -> None:
     _cli_context()
     data = {"username": name, "email": email, "password": password,
             "role": "admin" if admin else "user"}
-    try:
-        user = create_user(data)
-    except UserError as exc:
-        db.session.rollback()
-        raise CliError(str(exc)) from None
-    click.echo(user.id)
+    click.echo(create_user(data).id)
 
 
 @users_cli.command("list")
@@ -149,15 +163,11 @@ def delete_command(name: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete user {name}?", abort=True, err=True)
     _cli_context()
-    try:
-        delete_user(user)
-    except LastAdminError as exc:
-        db.session.rollback()
-        raise CliError(str(exc)) from None
+    delete_user(user)
     click.echo(f"Deleted {name}.")
 
 
-@click.group("tokens", cls=AppGroup)
+@click.group("tokens", cls=ServiceGroup)
 def tokens_cli() -> None:
     """Issue and revoke API tokens."""
 

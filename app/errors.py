@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, default_exceptions
 
-from app.users.service import UserGoneError
+from app.extensions import db
+from app.users.service import ServiceError
 
 PAGE_CODES = (400, 403, 404, 405, 409, 413, 500)
 CSRF_MESSAGE = "The form expired or came from another page. Please go back, reload it and retry."
@@ -50,11 +51,23 @@ def handle_csrf_error(error: CSRFError) -> Response | tuple[str, int]:
     return render_template("errors/400.html", error=error, message=CSRF_MESSAGE), 400
 
 
+def handle_service_error(error: ServiceError) -> Response | tuple[str, int, list]:
+    """A service error no view turned into a form message: under /api the JSON answer
+    ``{"error": message, **details}``, elsewhere the error page; with the error's status."""
+    details = error.details() if wants_json() else {}  # read before the rollback expires it
+    db.session.rollback()
+    if wants_json():
+        response = jsonify(error=error.message, **details)
+        response.status_code = error.status
+        return response
+    return handle_http_error(default_exceptions[error.status](str(error)))
+
+
 def register(app: Flask) -> None:
     """Install the handlers; the 500 one also catches unhandled exceptions."""
     from app.health import register_outage_handler  # it imports wants_json from here
 
     app.register_error_handler(CSRFError, handle_csrf_error)
     app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(UserGoneError, lambda e: handle_http_error(NotFound(str(e))))
+    app.register_error_handler(ServiceError, handle_service_error)
     register_outage_handler(app)

@@ -12,11 +12,11 @@ from flask_socketio import SocketIOTestClient
 
 from app.auth.tokens import issue_token
 from app.chat import bridge, store
-from app.chat.errors import socket_error_handler
 from app.chat.hub import Bridge, chat_hub, close_user_bridges
 from app.chat.rules import MAX_TEXT, TokenBucket
 from app.extensions import db, socketio
 from app.models import ChatMessage, User
+from app.realtime.namespace import socket_error_handler
 from tests.conftest import login
 
 NS = "/chat"

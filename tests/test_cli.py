@@ -246,3 +246,31 @@ def test_real_flask_process(db_url: str, admin, tmp_path: Path):
     assert issued.returncode == 0, issued.stderr
     assert len(issued.stdout.splitlines()) == 1
     assert user_for_token(issued.stdout.strip()).id == user.id
+
+
+def test_a_user_deleted_while_the_cli_asks_is_a_clear_error(db_url: str, make_user,
+                                                            tmp_path: Path):
+    """``flask users delete bob`` loads bob, then asks; someone else deletes bob meanwhile:
+    the command exits non-zero with one line saying so, not a traceback."""
+    bob = make_user("bob")
+    env = {key: value for key, value in os.environ.items() if key != "FLASK_APP"}
+    env.update(DATABASE_URL=db_url, INSTANCE_PATH=str(tmp_path / "instance"),
+               FLASK_CONFIG="development")
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "users", "delete", "bob"],
+                            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        asked = ""
+        while "Delete user bob?" not in asked:
+            char = proc.stderr.read(1)
+            assert char, f"the command ended before asking: {asked}"
+            asked += char
+        db.session.delete(db.session.get(User, bob.id))
+        db.session.commit()
+        out, err = proc.communicate("y\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1 and out == ""
+    assert err.strip().splitlines() == [f"Error: user {bob.id} was deleted"], err

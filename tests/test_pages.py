@@ -293,6 +293,24 @@ def test_delete_user_after_confirmation(admin_client: FlaskClient, bob: User) ->
 
 
 @BOTH_DATABASES
+def test_stale_delete_is_a_conflict_not_an_error(admin_client: FlaskClient, bob: User) -> None:
+    page = admin_client.get(f"/users/{bob.id}/delete").get_data(as_text=True)
+    assert re.search(r'name="version" type="hidden" value="1"', page)
+    update_user(bob, {"email": "renamed@example.com"}, 1)  # someone else, meanwhile
+
+    response = post_form(admin_client, f"/users/{bob.id}/delete", {"version": "1"})
+    html = unescape(response.get_data(as_text=True))
+    assert response.status_code == 409
+    assert "Someone else changed this user" in html and "nothing was deleted" in html
+    assert "renamed@example.com" in html  # the user as it is now
+    assert re.search(r'name="version" type="hidden" value="2"', html)
+    assert stored(bob.id) is not None
+
+    again = post_form(admin_client, f"/users/{bob.id}/delete", {"version": "2"})
+    assert again.status_code == 302 and stored(bob.id) is None
+
+
+@BOTH_DATABASES
 def test_last_admin_cannot_be_deleted(admin_client: FlaskClient, admin: User) -> None:
     response = post_form(admin_client, f"/users/{admin.id}/delete", {})
     assert response.status_code == 409

@@ -9,7 +9,7 @@ import pytest
 from app import create_app
 from app.auth.tokens import issue_token
 from app.extensions import db, socketio
-from app.ratelimit import RateLimiter
+from app.realtime.ratelimit import RateLimiter
 from app.users.service import create_user
 from tests.conftest import PASSWORD
 

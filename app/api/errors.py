@@ -1,4 +1,8 @@
-"""JSON error answers for everything the API raises: never an HTML page."""
+"""JSON error answers for everything the API raises: never an HTML page.
+
+The users service's errors (``ServiceError``: status, message, details) are answered by
+the one handler of ``app.errors``, as JSON under /api.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.api import bp
-from app.extensions import db
-from app.users.service import LastAdminError, StaleVersionError, UserError, UserGoneError
 
 
 class ApiError(Exception):
@@ -44,39 +46,6 @@ def bad_request(errors: dict[str, list[str]]) -> ApiError:
 @bp.errorhandler(ApiError)
 def handle_api_error(exc: ApiError):
     return error_response(exc.status, exc.message, exc.headers, **exc.extra)
-
-
-@bp.errorhandler(UserError)
-def handle_user_error(exc: UserError):
-    """400 for bad fields, 409 for a taken username or email (DuplicateError)."""
-    db.session.rollback()
-    message = "username or email already taken" if exc.status == 409 else "invalid input"
-    return error_response(exc.status, message, errors=exc.errors)
-
-
-@bp.errorhandler(StaleVersionError)
-def handle_stale(exc: StaleVersionError):
-    """409 with the user as it is now, so the client can merge and retry.
-
-    The user's fields are both at the top level and under ``current``: clients may read
-    "409 with the current user" either way.
-    """
-    current = exc.current.to_dict()
-    db.session.rollback()
-    return error_response(409, str(exc), **{**current, "current": current})
-
-
-@bp.errorhandler(LastAdminError)
-def handle_last_admin(exc: LastAdminError):
-    db.session.rollback()
-    return error_response(409, str(exc))
-
-
-@bp.errorhandler(UserGoneError)
-def handle_user_gone(exc: UserGoneError):
-    """The user was deleted by someone else while this request changed it."""
-    db.session.rollback()
-    return error_response(404, str(exc))
 
 
 @bp.errorhandler(HTTPException)

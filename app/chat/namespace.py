@@ -9,10 +9,10 @@ from flask_socketio import emit, join_room, leave_room
 
 from app.auth.sockets import authenticate, socket_user, user_room
 from app.chat import store
-from app.chat.errors import ReportingNamespace, string_token
 from app.chat.hub import NAMESPACE, ChatHub
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
+from app.realtime.namespace import RealtimeNamespace
 
 
 def chat_namespace() -> ChatNamespace:
@@ -20,7 +20,7 @@ def chat_namespace() -> ChatNamespace:
     return socketio.server.namespace_handlers[NAMESPACE]
 
 
-class ChatNamespace(ReportingNamespace):
+class ChatNamespace(RealtimeNamespace):
     """Rooms with history and presence, private messages, per-connection rate limits."""
 
     def __init__(self, namespace: str = NAMESPACE) -> None:
@@ -30,7 +30,7 @@ class ChatNamespace(ReportingNamespace):
 
     def on_connect(self, auth: Any = None) -> None:
         """A logged-in browser or a token holder connects; private messages missed are sent."""
-        user = authenticate(string_token(auth))
+        user = authenticate(auth)
         self.buckets[request.sid] = TokenBucket()
         emit("status", {"room": None, "text": f"connected as {user.username}"})
         missed = store.undelivered(user.id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from app import ratelimit
+from app.realtime import ratelimit
+from app.realtime.errors import ClientError
 
 ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 # "user-<id>" is the private room of user <id>; "user:<id>" is the room every socket of
@@ -14,10 +15,6 @@ PRIVATE_ROOM_RE = re.compile(r"^user[-:](\d+)$")
 MAX_TEXT = 4000
 MAX_CLIENT_ID = 64
 HISTORY_SIZE = 50
-
-
-class ClientError(Exception):
-    """A bad event: answered with ``{"error": reason}``, the connection stays up."""
 
 
 def payload(data: Any) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, has_app_context
+from sqlalchemy.exc import DBAPIError
 
 from app.auth.sockets import disconnect_local, online_user_ids, user_room
 from app.extensions import db, socketio
-from app.live.acks import after_ack
 from app.live.changelog import (
     change_payload,
     consistent_read,
@@ -34,6 +34,7 @@ from app.live.changelog import (
 )
 from app.live.views import NAMESPACE, Page, ViewRegistry, diff, plan_reads
 from app.models import user_payload
+from app.realtime.acks import after_ack
 from app.users.counts import table_counts
 from app.users.listing import Listing
 
@@ -43,6 +44,16 @@ ROOM = "feed"  # subscribers of the plain change stream
 VIEWS_ROOM = "views"  # every view subscriber: counters and the activity list
 BATCH_LIMIT = 500
 RECENT = 8
+
+
+def _backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures in a row: 0.5, 1, 2, 4, then 5."""
+    return min(0.25 * 2**failures, 5.0)
+
+
+def _reason(exc: Exception) -> str:
+    """The first line of what the database driver said (or of the exception)."""
+    return str(getattr(exc, "orig", None) or exc).strip().split("\n", 1)[0]
 
 
 class SubscribeError(ValueError):
@@ -94,6 +105,7 @@ class Feed:
     def _run(self) -> None:
         config = self.app.config
         sent_at = counted_at = 0.0
+        failures = 0  # in a row: an outage is logged when it starts and when it ends
         while True:
             self._wake.wait(timeout=config["LIVE_POLL_INTERVAL"])
             self._wake.clear()
@@ -120,9 +132,15 @@ class Feed:
                         self.announce_counts()
                         counted_at = now
                     self._maybe_prune()
-                except Exception:  # keep following after a database hiccup
-                    log.exception("live feed: poll failed")
-                    socketio.sleep(1)
+                    if failures:
+                        log.warning("live feed: resumed after %d failed polls", failures)
+                        failures = 0
+                except Exception as exc:  # keep following after a database hiccup
+                    failures += 1
+                    if failures == 1:  # a traceback for anything but the database's errors
+                        log.error("live feed: poll failed (%s); retrying with backoff",
+                                  _reason(exc), exc_info=not isinstance(exc, DBAPIError))
+                    socketio.sleep(_backoff(failures))
                 finally:
                     db.session.remove()
 
@@ -139,16 +157,23 @@ class Feed:
 
         with self.app.app_context():
             url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        failures = 0
         while True:
             try:
-                with psycopg.connect(url, autocommit=True) as conn:
+                with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
                     conn.execute("LISTEN user_changes")
+                    if failures:
+                        log.warning("live feed: LISTEN connection back")
+                        failures = 0
                     self.wake()  # whatever was committed while (re)connecting
                     for _ in conn.notifies():
                         self.wake()
-            except psycopg.Error:
-                log.warning("live feed: LISTEN connection lost, reconnecting", exc_info=True)
-                socketio.sleep(1)
+            except Exception as exc:  # psycopg.Error or any other: never stop listening
+                failures += 1
+                if failures == 1:
+                    log.warning("live feed: LISTEN connection lost (%s), reconnecting with "
+                                "backoff", _reason(exc))
+                socketio.sleep(_backoff(failures))
 
     def _maybe_prune(self) -> None:
         config = self.app.config

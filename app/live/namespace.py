@@ -6,18 +6,19 @@ import threading
 from typing import Any
 
 from flask import current_app, request
-from flask_socketio import Namespace
 
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
-from app.live.acks import ack_requested, after_ack
 from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed, SubscribeError
 from app.models import User
-from app.ratelimit import RateLimiter
+from app.realtime.acks import after_ack
+from app.realtime.errors import reject
+from app.realtime.namespace import RealtimeNamespace
+from app.realtime.ratelimit import RateLimiter
 from app.users.listing import Listing, ListingError
 
 
-class UsersNamespace(Namespace):
+class UsersNamespace(RealtimeNamespace):
     """Subscriptions to the change feed, and who is viewing or editing what."""
 
     def __init__(self, feed: Feed, namespace: str = NAMESPACE) -> None:
@@ -30,12 +31,6 @@ class UsersNamespace(Namespace):
         self.editors: dict[str, tuple[str, int]] = {}
         self._presence_lock = threading.Lock()  # handlers run in threads under `flask run`
         self._presence: dict[str, Any] | None = None  # as last sent to the room
-
-    def trigger_event(self, event: str, *args: Any) -> Any:
-        """Answer an unknown event with an error instead of ignoring it."""
-        if event not in ("connect", "disconnect") and not hasattr(self, f"on_{event}"):
-            return self._error(f"unknown event {event!r}", sid=args[0])
-        return super().trigger_event(event, *args)
 
     def on_connect(self, auth: Any = None) -> None:
         """A browser (login session) or a token holder connects; anyone else is refused."""
@@ -55,9 +50,9 @@ class UsersNamespace(Namespace):
         """Client -> server ``{"since": C|null}`` (the ack is a snapshot or the changes
         after C) or ``{"view": {...}}`` (the ack is the page; ``view`` events follow)."""
         if not self.subscribes.allow(request.sid):
-            return self._error(self.subscribes.message("subscribes"))
+            return reject(self.subscribes.message("subscribes"))
         if not isinstance(data, dict):
-            return self._error('payload must be an object like {"since": null} or {"view": {}}')
+            return reject('payload must be an object like {"since": null} or {"view": {}}')
         try:
             if "view" in data:
                 listing = Listing.from_view(
@@ -66,12 +61,12 @@ class UsersNamespace(Namespace):
             else:
                 since = data.get("since")
                 if since is not None and (type(since) is not int or since < 0):
-                    return self._error("since must be null or a non-negative integer")
+                    return reject("since must be null or a non-negative integer")
                 ack = self.feed.subscribe(request.sid, since)
         except ListingError as exc:
-            return self._error(f"bad view: {exc}")
+            return reject(f"bad view: {exc}")
         except SubscribeError as exc:
-            return self._error(str(exc))
+            return reject(str(exc))
         sid = request.sid
         with self._presence_lock:
             self.viewers[sid] = socket_user()["username"]
@@ -81,7 +76,7 @@ class UsersNamespace(Namespace):
     def on_watch(self, data: Any = None) -> dict[str, Any] | None:
         """An edit form ``{"id": N}`` follows changes from now; the ack has the user as it is."""
         if not isinstance(data, dict) or type(data.get("id")) is not int:
-            return self._error('payload must be an object like {"id": 42}')
+            return reject('payload must be an object like {"id": 42}')
         sid, feed = request.sid, self.feed
         with feed.lock:  # the row and the cursor as of the same moment
             cursor = feed.head()
@@ -119,11 +114,3 @@ class UsersNamespace(Namespace):
             # Presence is this process's: other processes' clients are not listed here.
             self.socketio.server.emit("presence", payload, to=to, namespace=self.namespace,
                                       ignore_queue=True)
-
-    def _error(self, reason: str, sid: str | None = None) -> dict[str, str] | None:
-        """The error answer: in the ack if one was asked for, else an ``error`` event."""
-        if ack_requested():
-            return {"error": reason}
-        self.socketio.server.emit("error", {"error": reason}, to=sid or request.sid,
-                                  namespace=self.namespace)
-        return None

@@ -10,15 +10,15 @@ from flask_socketio import close_room, disconnect, emit, join_room, leave_room, 
 from sqlalchemy import func, select
 
 from app.auth.sockets import authenticate, socket_user, user_room
-from app.chat.errors import ReportingNamespace, string_token
 from app.chat.rules import ClientError, payload, room_name
 from app.extensions import db, socketio
 from app.models import User
+from app.realtime.namespace import RealtimeNamespace
 
 MAX_DATA = 1000
 
 
-class DemoNamespace(ReportingNamespace):
+class DemoNamespace(RealtimeNamespace):
     """Echo, broadcast, rooms, ping/pong, server-side disconnect and a background ticker."""
 
     def __init__(self, namespace: str = "/demo") -> None:
@@ -29,7 +29,7 @@ class DemoNamespace(ReportingNamespace):
 
     def on_connect(self, auth: Any = None) -> None:
         """Any logged-in user or token holder connects; the first one starts the ticker."""
-        authenticate(string_token(auth))
+        authenticate(auth)
         db.session.rollback()
         self.start_ticker(current_app._get_current_object())
         emit("my_response", {"data": "Connected", "count": 0})

@@ -10,7 +10,7 @@ from wtforms import (
     StringField,
     SubmitField,
 )
-from wtforms.validators import InputRequired, Regexp
+from wtforms.validators import InputRequired, Optional, Regexp
 
 from app.models import ROLES
 
@@ -70,6 +70,8 @@ class EditUserForm(UserForm):
 
 
 class ConfirmForm(FlaskForm):
-    """A bare form carrying the CSRF token (the delete confirmation)."""
+    """The delete confirmation: the CSRF token and the version the admin was shown
+    (optional: without it the newest row is deleted)."""
 
+    version = HiddenField(validators=[Optional(), Regexp(r"^\d{1,9}$")])
     submit = SubmitField("Delete")

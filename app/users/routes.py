@@ -31,6 +31,10 @@ LAST_ADMIN_MESSAGE = (
     "This is the last active admin: it cannot be demoted, deactivated or deleted. "
     "Make another user an active admin first. Nothing was changed."
 )
+STALE_DELETE_MESSAGE = (
+    "Someone else changed this user since you opened this page: nothing was deleted. "
+    "Check the user as it is now and confirm again."
+)
 
 
 def page_listing() -> Listing:
@@ -126,18 +130,29 @@ def edit(id: int) -> str | Response | tuple[str, int]:
 @bp.route("/users/<int(max=2147483647):id>/delete", methods=["GET", "POST"])
 @admin_required
 def delete(id: int) -> str | Response | tuple[str, int]:
-    """Ask for confirmation (GET), then delete the user (POST)."""
+    """Ask for confirmation (GET), then delete the user (POST) if it is still the version
+    the page showed. A refusal shows its reason on the page, with its status."""
     user = db.get_or_404(User, id)
     form = ConfirmForm()
-    if form.validate_on_submit():
+    if not form.is_submitted():
+        form.version.data = str(user.version)
+    elif form.validate():
         username = user.username
         set_change_context(current_user.username, "ui")
+        version = int(form.version.data) if form.version.data else None
         try:
-            delete_user(user)
-        except LastAdminError:
+            delete_user(user, version)
+        except StaleVersionError as exc:
+            db.session.rollback()
+            user = exc.current
+            form.version.data = str(user.version)  # confirming again deletes this one
+            form.form_errors.append(STALE_DELETE_MESSAGE)
+            return render_template("users/delete.html", form=form, user=user), exc.status
+        except LastAdminError as exc:
             db.session.rollback()
             form.form_errors.append(LAST_ADMIN_MESSAGE)
-            return render_template("users/delete.html", form=form, user=user), 409
+            return render_template("users/delete.html", form=form, user=user), exc.status
         flash(f"User {username} deleted.", "success")
         return redirect(url_for("users.index"))
-    return render_template("users/delete.html", form=form, user=user)
+    status = 400 if form.is_submitted() else 200
+    return render_template("users/delete.html", form=form, user=user), status

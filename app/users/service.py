@@ -17,14 +17,33 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EDITABLE = ("username", "email", "password", "role", "active")
 
 
-class UserError(Exception):
+class ServiceError(Exception):
+    """A write the rules refuse. Each kind carries its HTTP ``status`` and a short
+    ``message``; ``str()`` says it in full. Mapped once for the API (JSON with
+    ``details()``), the pages and the CLI (``app.errors``, ``app.cli``)."""
+
+    status = 500
+
+    def __init__(self, text: str, message: str | None = None) -> None:
+        super().__init__(text)
+        self.message = message or text
+
+    def details(self) -> dict[str, Any]:
+        """Fields the API's JSON answer carries next to ``error``."""
+        return {}
+
+
+class UserError(ServiceError):
     """Bad input: ``errors`` maps each field to its messages (HTTP 400)."""
 
     status = 400
 
-    def __init__(self, errors: dict[str, list[str]]):
-        super().__init__("; ".join(f"{f}: {' '.join(m)}" for f, m in errors.items()))
+    def __init__(self, errors: dict[str, list[str]], message: str = "invalid input"):
+        super().__init__("; ".join(f"{f}: {' '.join(m)}" for f, m in errors.items()), message)
         self.errors = errors
+
+    def details(self) -> dict[str, Any]:
+        return {"errors": self.errors}
 
 
 class DuplicateError(UserError):
@@ -32,9 +51,15 @@ class DuplicateError(UserError):
 
     status = 409
 
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors, "username or email already taken")
 
-class StaleVersionError(Exception):
-    """The user changed since the client saw it; ``current`` is the user as it is now."""
+
+class StaleVersionError(ServiceError):
+    """The user changed since the client saw it; ``current`` is the user as it is now
+    (HTTP 409, with the user)."""
+
+    status = 409
 
     def __init__(self, current: User):
         super().__init__(
@@ -42,16 +67,26 @@ class StaleVersionError(Exception):
         )
         self.current = current
 
+    def details(self) -> dict[str, Any]:
+        # The user's fields at the top level and under ``current``: clients may read
+        # "409 with the current user" either way.
+        current = self.current.to_dict()
+        return {**current, "current": current}
 
-class UserGoneError(LookupError):
+
+class UserGoneError(ServiceError, LookupError):
     """The user was deleted while it was being changed (HTTP 404)."""
+
+    status = 404
 
     def __init__(self, user_id: int) -> None:
         super().__init__(f"user {user_id} was deleted")
 
 
-class LastAdminError(Exception):
-    """The change would leave no active admin."""
+class LastAdminError(ServiceError):
+    """The change would leave no active admin (HTTP 409)."""
+
+    status = 409
 
     def __init__(self) -> None:
         super().__init__("the last active admin cannot be deactivated, demoted or deleted")
@@ -166,12 +201,15 @@ def update_user(user: User, data: dict[str, Any], expected_version: int | None) 
     return user
 
 
-def delete_user(user: User) -> None:
+def delete_user(user: User, expected_version: int | None = None) -> None:
     """Delete ``user`` unless it is the last active admin; commits.
 
-    A delete carries no version: if the row changed meanwhile, the newest row is
-    deleted (its rules checked again); if it is already gone, UserGoneError.
+    With ``expected_version`` (the delete page's), a user that moved on since is a
+    StaleVersionError. Without (the API, the CLI), if the row changed meanwhile the
+    newest row is deleted (its rules checked again). Already gone: UserGoneError.
     """
+    if expected_version is not None and expected_version != user.version:
+        raise StaleVersionError(user)
     user_id = user.id
     for _ in range(2):
         if user.role == "admin" and user.active:
@@ -185,6 +223,8 @@ def delete_user(user: User) -> None:
             user = db.session.get(User, user_id)
             if user is None:
                 raise UserGoneError(user_id) from None
+            if expected_version is not None:
+                raise StaleVersionError(user) from None
     raise StaleVersionError(user)
 
 

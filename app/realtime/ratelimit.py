@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 import socketio
-from socketio import packet
+
+from app.realtime.errors import answer_error
 
 
 class TokenBucket:
@@ -82,12 +83,7 @@ def limit_events(server: socketio.Server, limiter: RateLimiter) -> None:
     def handle_event(srv: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any):
         if limiter.allow(f"{namespace} {sid}"):
             return dispatch(srv, sid, eio_sid, data, namespace, id)
-        answer = {"error": limiter.message("events")}
-        if id is not None:
-            srv._send_packet(eio_sid, srv.packet_class(packet.ACK, namespace=namespace, id=id,
-                                                       data=[answer]))
-        else:
-            srv.emit("error", answer, to=sid, namespace=namespace, ignore_queue=True)
+        answer_error(srv, eio_sid, namespace, id, limiter.message("events"))
         return None
 
     server._handle_event_internal = handle_event

@@ -1,11 +1,9 @@
-"""Socket.IO error handling shared by the chat and playground namespaces.
+"""The base class of every class-based namespace, and the handler of their exceptions.
 
 ``ClientError`` (a bad event: a bad payload, extra arguments, an unknown event) is
 answered with ``{"error": reason}`` and logged nowhere; any other exception in a handler
 is logged with the namespace, the event and the user and answered with ``{"error":
-"internal server error", "event": name}``. Either answer goes in the acknowledgement
-when the client asked for one, else as one ``error`` event; never both. The server goes
-on serving.
+"internal server error", "event": name}``.
 """
 
 from __future__ import annotations
@@ -15,29 +13,19 @@ import logging
 from typing import Any
 
 from flask import request, session
-from flask_socketio import ConnectionRefusedError, Namespace, SocketIO, emit
+from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
 
 from app.auth.sockets import SESSION_KEY
-from app.chat.rules import ClientError
 from app.extensions import db
-from app.live.acks import ack_requested
+from app.realtime.errors import ClientError, reject
 
 log = logging.getLogger("app.realtime")
-
-
-def reject(reason: str) -> dict[str, str] | None:
-    """The error answer: the ack when one was asked for, else an ``error`` event."""
-    answer = {"error": reason}
-    if ack_requested():
-        return answer
-    emit("error", answer)
-    return None
 
 
 def socket_error_handler(exc: Exception) -> dict[str, str] | None:
     """Answer a handler's exception; runs inside the event's request context.
 
-    Registered per namespace by ``ReportingNamespace`` and usable as
+    Registered per namespace by ``RealtimeNamespace`` and given to
     ``socketio.on_error_default`` for every other namespace.
     """
     db.session.rollback()
@@ -48,19 +36,7 @@ def socket_error_handler(exc: Exception) -> dict[str, str] | None:
               request.namespace, event, session_user_name(), exc_info=exc)
     if event == "connect":
         raise ConnectionRefusedError("internal server error") from exc
-    answer = {"error": "internal server error", "event": event}
-    if ack_requested():
-        return answer
-    emit("error", answer)
-    return None
-
-
-def string_token(auth: Any) -> Any:
-    """``auth`` with a token that is not a string taken out (it is then no credential),
-    so that ``auth={"token": 123}`` is refused like a wrong token, not with a crash."""
-    if isinstance(auth, dict) and not isinstance(auth.get("token"), str | None):
-        return {key: value for key, value in auth.items() if key != "token"}
-    return auth
+    return reject("internal server error", event=event)
 
 
 def session_user_name() -> str:
@@ -68,8 +44,8 @@ def session_user_name() -> str:
     return (session.get(SESSION_KEY) or {}).get("username", "anonymous")
 
 
-class ReportingNamespace(Namespace):
-    """A class-based namespace with its own error handler and answers to unknown events.
+class RealtimeNamespace(Namespace):
+    """A namespace with the shared error handler and answers to events it cannot take.
 
     ``socketio.on_error(namespace)`` keys handlers by namespace name, and Flask-SocketIO
     calls them inside the event's request context (so the sid, event and user are known);
@@ -88,7 +64,8 @@ class ReportingNamespace(Namespace):
         """Answer an event nobody handles, or one with arguments its handler does not
         take, with an error instead of ignoring it or failing inside the handler.
 
-        ``args`` is the sid, then what the client sent.
+        ``args`` is the sid, then what the client sent (``connect`` and ``disconnect``
+        come from the server only: the packet guard refuses them from clients).
         """
         if event in ("connect", "disconnect"):
             return super().trigger_event(event, *args)

@@ -1,0 +1,131 @@
+"""The guard of incoming Socket.IO packets: what python-socketio would choke on is
+answered or closes its own connection, with one log line, never a traceback.
+
+python-socketio decodes every Engine.IO message in its ``message`` handler and lets any
+error escape to Engine.IO, which logs a traceback and gives the client no answer; a
+packet announcing binary attachments makes it keep every later message of that
+connection as an attachment, without limit. The guard replaces that handler (Engine.IO's
+``on("message")``) and dispatches to the same server methods:
+
+- an event whose payload cannot be decoded (bad JSON, nested deeper than
+  ``safe_json.MAX_DEPTH``) or is no ``[name, ...args]`` list with a string name (not a
+  reserved one) is answered ``{"error": ...}``: in the ack when the packet has an ack id,
+  else as an ``error`` event; such answers count against the connection's event rate
+  limit like any event;
+- binary packets (no page or event of the app sends any), packets of unknown or
+  server-only types, acknowledgements without a list, and undecodable packets outside a
+  joined namespace close the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+from socketio import packet
+
+from app.realtime import safe_json
+from app.realtime.errors import answer_error
+from app.realtime.ratelimit import RateLimiter
+
+log = logging.getLogger("app.realtime")
+
+RESERVED_EVENTS = frozenset(("connect", "disconnect", "connect_error", "disconnecting"))
+MAX_EVENT_NAME = 64
+
+
+class GuardedPacket(packet.Packet):
+    """A Socket.IO packet that records a decoding error instead of raising it, keeping
+    the namespace and ack id read before the error (so the error can be answered)."""
+
+    json = safe_json
+    error: str | None = None
+
+    def decode(self, encoded_packet: str) -> int:
+        try:
+            return super().decode(encoded_packet)
+        except ValueError as exc:
+            self.error = str(exc)
+            return 0
+
+
+def guard_packets(server: socketio.Server, limiter: RateLimiter) -> None:
+    """Route ``server``'s Engine.IO messages through the guard (see the module docstring)."""
+
+    def on_message(eio_sid: str, data: Any) -> None:
+        handle_message(server, limiter, eio_sid, data)
+
+    server.eio.on("message", on_message)
+
+
+def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
+                   data: Any) -> None:
+    """Dispatch one Engine.IO message as ``Server._handle_eio_message`` does, or refuse it."""
+    if not isinstance(data, str):
+        return close(server, eio_sid, "binary messages are not accepted")
+    pkt = GuardedPacket(encoded_packet=data)
+    kind = pkt.packet_type
+    if pkt.error is None and kind == packet.CONNECT:
+        server._handle_connect(eio_sid, pkt.namespace, pkt.data)
+    elif pkt.error is None and kind == packet.DISCONNECT:
+        server._handle_disconnect(eio_sid, pkt.namespace, server.reason.CLIENT_DISCONNECT)
+    elif kind == packet.EVENT:
+        problem = pkt.error or event_problem(pkt.data)
+        if problem is None:
+            server._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+        else:
+            refuse_event(server, limiter, eio_sid, pkt, problem)
+    elif pkt.error is None and kind == packet.ACK and isinstance(pkt.data, list):
+        server._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+    elif kind in (packet.BINARY_EVENT, packet.BINARY_ACK):
+        close(server, eio_sid, "binary packets are not accepted")
+    else:
+        close(server, eio_sid, pkt.error or f"unexpected packet type {kind!r}")
+
+
+def event_problem(data: Any) -> str | None:
+    """Why an event's decoded payload cannot be dispatched, or None."""
+    if not isinstance(data, list) or not data:
+        return "an event must be a list: [name, ...arguments]"
+    name = data[0]
+    if not isinstance(name, str) or not name:
+        return "the event name must be a non-empty string"
+    if len(name) > MAX_EVENT_NAME:
+        return f"event names are at most {MAX_EVENT_NAME} characters"
+    if name in RESERVED_EVENTS:
+        return f"{name!r} is a reserved event name"
+    return None
+
+
+def refuse_event(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
+                 pkt: GuardedPacket, reason: str) -> None:
+    """Answer a malformed event on its namespace (or close a connection that has not
+    joined it); past the rate limit the answer is the limit's, and nothing is logged."""
+    sid = server.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/")
+    if sid is None:
+        return close(server, eio_sid, f"{reason} (namespace {pkt.namespace} not joined)")
+    if not limiter.allow(f"{pkt.namespace} {sid}"):
+        return answer_error(server, eio_sid, pkt.namespace, pkt.id, limiter.message("events"))
+    log.warning("malformed Socket.IO event from %s on %s: %s", peer(server, eio_sid),
+                pkt.namespace, reason)
+    answer_error(server, eio_sid, pkt.namespace, pkt.id, f"malformed event: {reason}")
+    return None
+
+
+def close(server: socketio.Server, eio_sid: str, reason: str) -> None:
+    """Close the Engine.IO connection (each joined namespace sees a disconnect).
+
+    Without waiting for the CLOSE packet to go out: a polling client that never polls
+    again must not hold the request that sent the packet (Engine.IO's service task
+    drops the closed socket).
+    """
+    log.warning("closing Socket.IO connection of %s: %s", peer(server, eio_sid), reason)
+    socket = server.eio.sockets.get(eio_sid)
+    if socket is not None:
+        socket.close(wait=False, reason=server.eio.reason.SERVER_DISCONNECT)
+
+
+def peer(server: socketio.Server, eio_sid: str) -> str:
+    """The client's address, for the log."""
+    return (server.environ.get(eio_sid) or {}).get("REMOTE_ADDR") or "unknown"

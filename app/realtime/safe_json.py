@@ -1,0 +1,48 @@
+"""The JSON module of the Socket.IO and Engine.IO packets (``SocketIO(json=...)``).
+
+``loads`` refuses, with a ValueError like any other bad JSON, a document nested deeper
+than ``MAX_DEPTH`` (no event of the app nests beyond 4) instead of recursing until a
+RecursionError; integers keep Engine.IO's limit of 100 digits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from json import dumps  # noqa: F401 - part of the module interface
+from typing import Any
+
+from engineio import json as engineio_json
+
+MAX_DEPTH = 32
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[][{}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class TooDeep(ValueError):
+    """A JSON document nested deeper than ``MAX_DEPTH``."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested deeper than {MAX_DEPTH} levels")
+
+
+def loads(text: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads``, refusing documents nested deeper than ``MAX_DEPTH``."""
+    try:
+        value = engineio_json.loads(text, **kwargs)
+    except RecursionError:
+        raise TooDeep() from None
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8", "replace")
+    # A valid document's strings are well formed, so stripping them is linear; a
+    # document with few brackets cannot be deep at all.
+    if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:
+        raise TooDeep()
+    return value
+
+
+def depth(text: str) -> int:
+    """How deep the brackets of a valid JSON document nest."""
+    brackets = _BRACKET.findall(_STRING.sub("", text))
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)

@@ -1,0 +1,107 @@
+"""The live feed of a real gevent server on PostgreSQL: a connection stampede on a fresh
+process, and the database going away under the follower."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from app.auth.tokens import issue_token
+from tests.live_client import LiveClient
+
+pytestmark = pytest.mark.server
+ON_POSTGRES = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+CLIENTS = 50
+
+
+def plain_url(db_url: str, database: str | None = None) -> str:
+    url = make_url(db_url).set(drivername="postgresql")
+    if database:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def sql(db_url: str, statement: str, database: str | None = None) -> None:
+    """Run one statement as a program outside the app (autocommit)."""
+    with psycopg.connect(plain_url(db_url, database), autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@ON_POSTGRES
+def test_fifty_simultaneous_connects_to_a_fresh_process_are_served(server_factory, db_url,
+                                                                   admin):
+    token = issue_token(admin)
+    server = server_factory()  # fresh: nothing connected yet, the feed just started
+    clients = [LiveClient(server.url, token) for _ in range(CLIENTS)]
+    failures: list[BaseException] = []
+    go = threading.Barrier(CLIENTS)
+
+    def connect_and_subscribe(client: LiveClient) -> None:
+        try:
+            go.wait()
+            client.connect()
+            client.subscribe(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=connect_and_subscribe, args=(c,)) for c in clients]
+    started = time.monotonic()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        took = time.monotonic() - started
+        assert not failures, failures[:3]
+        assert took < 30, f"{CLIENTS} connects took {took:.1f} s"  # the old pool timeout
+
+        sql(db_url, "UPDATE users SET email = 'stampede@example.com' WHERE username = 'admin'")
+        changed = time.monotonic()
+        for client in clients:
+            [change] = client.wait_for(1, timeout=10)
+            assert change["row"]["email"] == "stampede@example.com"
+        assert time.monotonic() - changed < 3, "the change reached the last client late"
+    finally:
+        for client in clients:
+            client.close()
+
+
+@ON_POSTGRES
+def test_the_follower_survives_the_database_going_away(server_factory, db_url, admin):
+    """The database refuses connections for a few seconds (its sessions killed): the
+    follower logs that once, retries with backoff, and pushes what comes after."""
+    server = server_factory()
+    client = LiveClient(server.url, issue_token(admin)).connect()
+    database = make_url(db_url).database
+    try:
+        client.subscribe(None)
+        sql(db_url, "UPDATE users SET email = 'before@example.com' WHERE username = 'admin'")
+        client.wait_for(1)
+        before = len(server.log.read_text().splitlines())
+
+        sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS false", "postgres")
+        sql(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{database}' AND pid <> pg_backend_pid()", "postgres")
+        time.sleep(6)
+        sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS true", "postgres")
+
+        sql(db_url, "UPDATE users SET email = 'after@example.com' WHERE username = 'admin'")
+        changes = client.wait_for(2, timeout=20)
+        assert changes[-1]["row"]["email"] == "after@example.com"
+        deadline = time.monotonic() + 10  # the follower logs after it has sent
+        while "live feed: resumed" not in (text := server.log.read_text()):
+            assert time.monotonic() < deadline, text[-3000:]
+            time.sleep(0.1)
+        outage = text.splitlines()[before:]
+        for said_once in ("live feed: poll failed", "live feed: resumed",
+                          "live feed: LISTEN connection lost", "live feed: LISTEN connection back"):
+            assert sum(line.startswith(said_once) for line in outage) == 1, (said_once, outage)
+        assert len(outage) <= 6, outage  # no traceback, no line per retry
+    finally:
+        sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS true", "postgres")
+        client.close()
