@@ -178,3 +178,26 @@ def test_export_errors_as_the_list(client, auth):
     assert response.status_code == 400 and "sort" in response.get_json()["errors"]
     assert client.get("/api/users/export").status_code == 401
     assert export(client, auth, "?page=x&per_page=0").status_code == 200  # ignored
+
+
+def test_export_of_100k_rows_is_chunked_on_a_real_server(live_server, admin, db_url):
+    import requests
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("one database is enough for the transport")
+    db.session.execute(text(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) "
+        "INSERT INTO users (username, email) SELECT 'bulk' || i, 'bulk' || i || '@example.com' "
+        "FROM n"))
+    db.session.commit()
+    with requests.get(f"{live_server.url}/api/users/export", params={"sort": "-username"},
+                      headers=bearer(admin), stream=True, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in response.headers
+        chunks = list(response.iter_content(chunk_size=None))
+    assert len(chunks) > 10
+    header, *rows = csv.reader(io.StringIO(b"".join(chunks).decode()))
+    assert header == HEADER and len(rows) == 100_001
+    names = [row[1] for row in rows]
+    assert names == sorted(names, key=str.lower, reverse=True)
