@@ -73,3 +73,12 @@ class ConfirmForm(FlaskForm):
     """A bare form carrying the CSRF token (the delete confirmation)."""
 
     submit = SubmitField("Delete")
+
+
+class RevertForm(FlaskForm):
+    """Revert a user to one change of its history (``cursor``); ``version`` is the user's
+    version the history page showed, empty for a deleted user."""
+
+    cursor = HiddenField(validators=[InputRequired(), Regexp(r"^\d{1,18}$")])
+    version = HiddenField(validators=[Regexp(r"^\d{0,9}$")])
+    submit = SubmitField("Revert to this")

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from app.extensions import db
@@ -138,6 +139,7 @@ def delete(id: int) -> str | Response | tuple[str, int]:
             db.session.rollback()
             form.form_errors.append(LAST_ADMIN_MESSAGE)
             return render_template("users/delete.html", form=form, user=user), 409
-        flash(f"User {username} deleted.", "success")
+        flash(Markup('User {} deleted. <a href="{}">History and undo</a>').format(
+            username, url_for("users.history", id=id)), "success")
         return redirect(url_for("users.index"))
     return render_template("users/delete.html", form=form, user=user)
