@@ -20,6 +20,7 @@ from app.auth.tokens import issue_token, revoke_token, revoke_user_tokens
 from app.extensions import db
 from app.live.capture import set_change_context
 from app.models import ROLES, ApiToken, ChatMessage, User, UserChange
+from app.users.csv_cli import CSV_COMMANDS
 from app.users.service import (
     DuplicateError,
     LastAdminError,
@@ -262,6 +263,8 @@ def shell_context() -> dict[str, object]:
 
 def register(app: Flask) -> None:
     """Add the command groups and the shell context to ``app``."""
+    for command in CSV_COMMANDS:
+        users_cli.add_command(command)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(seed_command)
