@@ -1,6 +1,7 @@
 """Forms of the users pages; the field rules themselves live in the users service."""
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -82,3 +83,11 @@ class RevertForm(FlaskForm):
     cursor = HiddenField(validators=[InputRequired(), Regexp(r"^\d{1,18}$")])
     version = HiddenField(validators=[Regexp(r"^\d{0,9}$")])
     submit = SubmitField("Revert to this")
+
+
+class ImportForm(FlaskForm):
+    """Upload a CSV file of users to create or update."""
+
+    file = FileField("CSV file", validators=[FileRequired()],
+                     render_kw={"accept": ".csv,text/csv"})
+    submit = SubmitField("Check and import")

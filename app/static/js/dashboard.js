@@ -203,6 +203,10 @@ window.addEventListener("popstate", (event) => {
   go(next, { push: false });
 });
 
+// The export follows the view shown now (the address bar holds it).
+const exportLink = document.getElementById("export-csv");
+exportLink.addEventListener("click", () => { exportLink.search = location.search; });
+
 // --- start ------------------------------------------------------------------------------
 
 history.replaceState({ view }, "", `${url(view)}${location.hash}`);
