@@ -11,9 +11,7 @@ from app.api.auth import admin_required, token_required
 from app.api.errors import bad_request, error_response
 from app.api.params import json_object
 from app.extensions import db
-from app.inputs import MAX_INT
-from app.models import ROLES
-from app.users.bulk import ACTIONS, MissingUsersError, bulk_action
+from app.users.bulk import MissingUsersError, bulk_action, check_request
 from app.users.csvio import export_csv
 from app.users.listing import Listing, ListingError
 
@@ -28,22 +26,7 @@ def handle_missing(exc: MissingUsersError):
 @admin_required
 def bulk_users():
     """``{"ids", "action", "role"?}``: all or nothing; 200 ``{"count"}`` (distinct ids)."""
-    data = json_object()
-    ids, action, role = data.get("ids"), data.get("action"), data.get("role")
-    errors: dict[str, list[str]] = {}
-    if not isinstance(ids, list) or not ids or not all(
-            type(i) is int and 1 <= i <= MAX_INT for i in ids):
-        errors["ids"] = ["Required: a non-empty list of user ids."]
-    if action not in ACTIONS:
-        errors["action"] = [f"Must be one of: {', '.join(ACTIONS)}."]
-    if action == "set_role" and role not in ROLES:
-        errors["role"] = [f"set_role needs a role: {' or '.join(ROLES)}."]
-    elif action != "set_role" and role is not None:
-        errors["role"] = ["Only set_role takes a role."]
-    if unknown := sorted(set(data) - {"ids", "action", "role"}):
-        errors["_schema"] = [f"Unknown field(s): {', '.join(unknown)}."]
-    if errors:
-        raise bad_request(errors)
+    ids, action, role = check_request(json_object())
     return {"count": bulk_action(ids, action, role)}
 
 

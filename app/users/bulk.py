@@ -8,13 +8,15 @@ them), so a bulk of thousands costs a few statements, not one per user.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import ColumnElement, delete, select, text, update
 
 from app.extensions import db
+from app.inputs import MAX_INT
 from app.live.capture import core_writes
 from app.models import ROLES, User
-from app.users.service import LastAdminError
+from app.users.service import LastAdminError, UserError
 
 ACTIONS = ("activate", "deactivate", "delete", "set_role")
 CHUNK = 500  # ids per statement: far below SQLite's bound-parameter limit
@@ -27,6 +29,26 @@ class MissingUsersError(LookupError):
         super().__init__(f"no user with id {', '.join(map(str, missing[:20]))}"
                          + (" ..." if len(missing) > 20 else ""))
         self.missing = missing
+
+
+def check_request(data: dict[str, Any]) -> tuple[list[int], str, str | None]:
+    """``(ids, action, role)`` of a bulk request's body; UserError naming each bad key."""
+    ids, action, role = data.get("ids"), data.get("action"), data.get("role")
+    errors: dict[str, list[str]] = {}
+    if not isinstance(ids, list) or not ids or not all(
+            type(i) is int and 1 <= i <= MAX_INT for i in ids):
+        errors["ids"] = ["Required: a non-empty list of user ids."]
+    if action not in ACTIONS:
+        errors["action"] = [f"Must be one of: {', '.join(ACTIONS)}."]
+    if action == "set_role" and role not in ROLES:
+        errors["role"] = [f"set_role needs a role: {' or '.join(ROLES)}."]
+    elif action != "set_role" and role is not None:
+        errors["role"] = ["Only set_role takes a role."]
+    if unknown := sorted(set(data) - {"ids", "action", "role"}):
+        errors["_schema"] = [f"Unknown field(s): {', '.join(unknown)}."]
+    if errors:
+        raise UserError(errors)
+    return ids, action, role
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
