@@ -111,3 +111,14 @@ def test_revert_conflicts_are_flashed(admin_client, make_user):
     assert "Not reverted" in page and "changed since you loaded it" in page
     page = revert(admin_client, alice.id, 10**9)
     assert "Not reverted: no insert or update" in page
+
+
+def test_read_only_detail_page_for_non_admins(user_client, admin, bob):
+    dashboard = user_client.get("/").get_data(as_text=True)
+    assert f'href="/users/{admin.id}"' in dashboard and 'data-action="edit"' not in dashboard
+    html = user_client.get(f"/users/{admin.id}").get_data(as_text=True)
+    assert "<h1>admin</h1>" in html and 'data-field="email">admin@example.com' in html
+    assert f'href="/users/{admin.id}/history"' in html
+    assert f"/users/{admin.id}/edit" not in html and "<form method=\"post\" action=\"/users" \
+        not in html
+    assert user_client.get("/users/99999").status_code == 404
