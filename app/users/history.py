@@ -20,6 +20,10 @@ class NoSuchChangeError(LookupError):
     """Nothing to show or revert to: no such change of that user in the log (HTTP 404)."""
 
 
+class _Raced(Exception):
+    """Another writer restored the user first."""
+
+
 def changes_of(user_id: int) -> list[UserChange]:
     """Every retained change of the user, oldest first (the user may be deleted)."""
     return list(db.session.scalars(
@@ -55,12 +59,8 @@ def revert(user_id: int, cursor: int, expected_version: int | None = None) -> Us
     raise NoSuchChangeError(f"user {user_id} changed while it was being reverted")
 
 
-class _Raced(Exception):
-    pass
-
-
 def _restore(user_id: int, wanted: dict[str, Any], row: dict[str, Any]) -> User:
-    clean = validate({f: v for f, v in wanted.items()}, partial=True)
+    clean = validate(dict(wanted), partial=True)
     _check_free(clean)
     last = db.session.scalar(select(func.max(UserChange.cursor)).where(
         UserChange.user_id == user_id, UserChange.op == "delete"))
