@@ -107,9 +107,11 @@ def edit(id: int) -> str | Response | tuple[str, int]:
     except StaleVersionError as exc:
         db.session.rollback()
         current = exc.current
+        loaded = form.version.data
         # The admin now knowingly holds the current version: saving again overwrites.
         form.version.data = str(current.version)
-        return render_template("users/form.html", form=form, user=current, conflict=True), 409
+        return render_template("users/form.html", form=form, user=current, conflict=True,
+                               loaded_version=loaded), 409
     except LastAdminError:
         db.session.rollback()
         form.form_errors.append(LAST_ADMIN_MESSAGE)
