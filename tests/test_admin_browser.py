@@ -74,3 +74,18 @@ def test_undo_a_delete_from_the_history_page(new_page, live_server, admin, make_
     watcher.locator("#activity li a").first.click()
     expect(watcher.locator("h1")).to_have_text("History of alice")
     expect(watcher.locator("#history tbody tr").first).to_have_attribute("data-op", "insert")
+
+
+def test_pages_fit_a_390px_phone(new_page, live_server, admin, make_user):
+    user = make_user("a-rather-long-username-x", email="someone.with.a.long.address@example.com")
+    page = open_dashboard(new_page, live_server)
+    page.set_viewport_size({"width": 390, "height": 800})
+    for path in ("/", f"/users/{user.id}/edit", f"/users/{user.id}/history", "/account"):
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (path, width)
+    page.goto(f"{live_server.url}/")
+    edit = row(page, "a-rather-long-username-x").locator("[data-action=edit]")
+    box = edit.bounding_box()
+    assert box and box["x"] + box["width"] <= 390  # reachable without sideways scrolling

@@ -122,3 +122,9 @@ def test_read_only_detail_page_for_non_admins(user_client, admin, bob):
     assert f"/users/{admin.id}/edit" not in html and "<form method=\"post\" action=\"/users" \
         not in html
     assert user_client.get("/users/99999").status_code == 404
+
+
+def test_history_shows_booleans_as_yes_no(admin_client, bob):
+    update_user(bob, {"active": False}, bob.version)
+    html = admin_client.get(f"/users/{bob.id}/history").get_data(as_text=True)
+    assert "<del>yes</del>" in html and "<ins>no</ins>" in html and "True" not in html
