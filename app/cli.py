@@ -20,9 +20,11 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
 
 from app.auth.tokens import issue_token, revoke_token, revoke_user_tokens
+from app.demo_credentials import saved_credentials
 from app.extensions import db
 from app.live.capture import set_change_context
 from app.models import ROLES, ApiToken, ChatMessage, User, UserChange
+from app.users.csv_cli import CSV_COMMANDS
 from app.users.service import (
     DuplicateError,
     ServiceError,
@@ -210,8 +212,7 @@ def seed_command(if_empty: bool, count: int) -> None:
     """
     path = Path(current_app.instance_path) / CREDENTIALS_FILE
     if if_empty and db.session.scalar(select(func.count()).select_from(User)):
-        click.echo(path.read_text().rstrip() if path.exists()
-                   else "The database already has users: nothing seeded.")
+        click.echo(saved_credentials(path))
         return
     _cli_context()
     taken = set(db.session.scalars(select(func.lower(User.username))))
@@ -272,6 +273,8 @@ def shell_context() -> dict[str, object]:
 
 def register(app: Flask) -> None:
     """Add the command groups and the shell context to ``app``."""
+    for command in CSV_COMMANDS:
+        users_cli.add_command(command)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(seed_command)

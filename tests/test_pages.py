@@ -259,6 +259,8 @@ def test_stale_edit_is_a_conflict(admin_client: FlaskClient, bob: User) -> None:
     assert "Someone else changed this user" in html and "not saved" in html
     assert "elsewhere@example.com" in html and 'value="mine@example.com"' in html
     assert "Saving again will <strong>overwrite</strong>" in html
+    # "Your value" of the version is the one the form was loaded with, not the stored one.
+    assert re.search(r'<tr data-field="version">.*?<td>2</td><td>1 \(loaded\)</td>', html)
     assert re.search(r'name="version" type="hidden" value="2"', html)
     assert (stored(bob.id).email, stored(bob.id).version) == ("elsewhere@example.com", 2)
 

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import errors, routes, tokens  # noqa: E402,F401
+from app.api import bulk, errors, history, routes, tokens  # noqa: E402,F401

@@ -9,6 +9,8 @@ After a commit that touched users, the in-process feed is woken at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import current_app
@@ -33,8 +35,11 @@ def _touches_users(session: Session) -> bool:
 
 
 def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    if not _touches_users(session):
-        return
+    if _touches_users(session):
+        _write_context(session)
+
+
+def _write_context(session: Session) -> None:
     session.info[TOUCHED_KEY] = True
     actor, origin = session.info.get(CONTEXT_KEY, (None, "app"))
     conn = session.connection()
@@ -54,8 +59,23 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
+    _clear_context(session)
+
+
+def _clear_context(session: Session) -> None:
     if session.info.pop(WRITTEN_KEY, False):  # empty it in the flush that filled it
         session.connection().execute(text("DELETE FROM change_context"))
+
+
+@contextmanager
+def core_writes() -> Iterator[None]:
+    """Around Core statements that write users (no flush announces them): the triggers
+    record them as made by the session's writer, and the feed is woken on commit. After
+    an error inside, roll back (that takes the context with it)."""
+    db.session.flush()
+    _write_context(db.session)
+    yield
+    _clear_context(db.session)
 
 
 def _after_commit(session: Session) -> None:

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("users", __name__)
 
-from app.users import routes  # noqa: E402,F401  (registers the views on bp)
+from app.users import bulk_pages, csv_pages, detail_page, history_pages, routes  # noqa: E402,F401  (registers the views on bp)

@@ -1,6 +1,7 @@
 """Forms of the users pages; the field rules themselves live in the users service."""
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -75,3 +76,20 @@ class ConfirmForm(FlaskForm):
 
     version = HiddenField(validators=[Optional(), Regexp(r"^\d{1,9}$")])
     submit = SubmitField("Delete")
+
+
+class RevertForm(FlaskForm):
+    """Revert a user to one change of its history (``cursor``); ``version`` is the user's
+    version the history page showed, empty for a deleted user."""
+
+    cursor = HiddenField(validators=[InputRequired(), Regexp(r"^\d{1,18}$")])
+    version = HiddenField(validators=[Regexp(r"^\d{0,9}$")])
+    submit = SubmitField("Revert to this")
+
+
+class ImportForm(FlaskForm):
+    """Upload a CSV file of users to create or update."""
+
+    file = FileField("CSV file", validators=[FileRequired()],
+                     render_kw={"accept": ".csv,text/csv"})
+    submit = SubmitField("Check and import")

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from app.extensions import db
@@ -110,9 +111,11 @@ def edit(id: int) -> str | Response | tuple[str, int]:
     except StaleVersionError as exc:
         db.session.rollback()
         current = exc.current
+        loaded = form.version.data
         # The admin now knowingly holds the current version: saving again overwrites.
         form.version.data = str(current.version)
-        return render_template("users/form.html", form=form, user=current, conflict=True), 409
+        return render_template("users/form.html", form=form, user=current, conflict=True,
+                               loaded_version=loaded), 409
     except LastAdminError:
         db.session.rollback()
         form.form_errors.append(LAST_ADMIN_MESSAGE)
@@ -152,7 +155,8 @@ def delete(id: int) -> str | Response | tuple[str, int]:
             db.session.rollback()
             form.form_errors.append(LAST_ADMIN_MESSAGE)
             return render_template("users/delete.html", form=form, user=user), exc.status
-        flash(f"User {username} deleted.", "success")
+        flash(Markup('User {} deleted. <a href="{}">History and undo</a>').format(
+            username, url_for("users.history", id=id)), "success")
         return redirect(url_for("users.index"))
     status = 400 if form.is_submitted() else 200
     return render_template("users/delete.html", form=form, user=user), status

@@ -77,7 +77,8 @@ function onCounts({ counts, changes, recent }) {
   chart.add(changes || 0);
   const list = document.getElementById("activity");
   for (const change of recent ?? []) {  // oldest first: the newest ends on top
-    list.prepend(h("li", { title: change.at ?? null }, activityText(change)));
+    const href = list.dataset.historyTemplate.replace("__ID__", change.id);
+    list.prepend(h("li", { title: change.at ?? null }, h("a", { href }, activityText(change))));
   }
   while (list.children.length > ACTIVITY_MAX) list.lastElementChild.remove();
 }
@@ -201,6 +202,10 @@ window.addEventListener("popstate", (event) => {
     : fromSearch(location.search, base);
   go(next, { push: false });
 });
+
+// The export follows the view shown now (the address bar holds it).
+const exportLink = document.getElementById("export-csv");
+exportLink.addEventListener("click", () => { exportLink.search = location.search; });
 
 // --- start ------------------------------------------------------------------------------
 
