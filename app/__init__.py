@@ -29,6 +29,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
 
 def register_extensions(app: Flask) -> None:
+    from app.cluster import cluster_manager
     from app.connections import ConnectionRegistry
     from app.database import engine_options, init_database
     from app.live.acks import track_acks
@@ -45,9 +46,15 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
+    url, channel = app.config["SOCKETIO_MESSAGE_QUEUE"], app.config["SOCKETIO_CHANNEL"]
+    queue: dict[str, Any] = {"message_queue": url, "channel": channel}
+    manager = cluster_manager(url, channel)
+    if manager is not None or not url:
+        # Always given (None: no queue), so no app inherits an earlier app's manager.
+        queue["client_manager"] = manager
     socketio.init_app(
         app,
-        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        **queue,
         cors_allowed_origins=origin_checker(app.config["CORS_ALLOWED_ORIGINS"]),
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
