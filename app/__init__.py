@@ -23,6 +23,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     register_extensions(app)
     register_blueprints(app)
     register_namespaces(app)
+    register_cluster(app)
     register_cli(app)
     register_error_handlers(app)
     return app
@@ -107,6 +108,15 @@ def register_namespaces(app: Flask) -> None:
     socketio.on_namespace(UsersNamespace(feed))
     socketio.on_namespace(DemoNamespace("/demo"))
     socketio.on_namespace(ChatNamespace("/chat"))
+
+
+def register_cluster(app: Flask) -> None:
+    """With a Redis message queue: handle the other processes' notices (logouts)."""
+    from app.auth.sockets import listen_for_disconnects
+    from app.cluster import current_cluster
+
+    if (cluster := current_cluster()) is not None:
+        listen_for_disconnects(cluster)
 
 
 def register_cli(app: Flask) -> None:

@@ -1,0 +1,93 @@
+"""Two real server processes on one PostgreSQL database and a private Redis: what a user
+of one process sees of the other (logout, presence)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+import socketio
+
+from app.auth.tokens import issue_token
+from tests.conftest import PASSWORD
+
+pytestmark = [pytest.mark.server, pytest.mark.postgres]
+ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+
+
+def csrf(html: str) -> str:
+    return html.split('name="csrf-token" content="', 1)[1].split('"', 1)[0] \
+        if 'name="csrf-token"' in html else \
+        html.split('name="csrf_token"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+
+
+def browser_session(base: str, username: str) -> requests.Session:
+    """Logged in through the login form, as a browser is."""
+    http = requests.Session()
+    page = http.get(f"{base}/login", timeout=10).text
+    answer = http.post(f"{base}/login", timeout=10, data={
+        "username": username, "password": PASSWORD, "csrf_token": csrf(page)})
+    assert answer.status_code == 200 and "/login" not in answer.url, answer.text[:300]
+    return http
+
+
+class Socket:
+    """A python-socketio client of one namespace that records when it was closed."""
+
+    def __init__(self, url: str, namespace: str, *, cookie: str | None = None,
+                 token: str | None = None) -> None:
+        self.namespace = namespace
+        self.closed = threading.Event()
+        self.closed_at = 0.0
+        self.events: list[tuple[str, Any]] = []
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("disconnect", self._closed, namespace=namespace)
+        self.client.on("*", lambda event, data=None: self.events.append((event, data)),
+                       namespace=namespace)
+        self.client.connect(url, namespaces=[namespace], transports=["websocket"],
+                            headers={"Cookie": f"session={cookie}"} if cookie else {},
+                            auth={"token": token} if token else None, wait_timeout=10)
+
+    def _closed(self, reason: Any = None) -> None:
+        self.closed_at = time.monotonic()
+        self.closed.set()
+
+    def call(self, event: str, data: Any = None) -> Any:
+        return self.client.call(event, data, namespace=self.namespace, timeout=10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+@pytest.fixture
+def cluster(server_factory, queue_env):
+    """Two server processes sharing the database and a private Redis."""
+    return server_factory(queue_env), server_factory(queue_env)
+
+
+@ON_POSTGRES
+def test_logout_on_one_process_closes_that_sessions_sockets_on_the_other(cluster, make_user):
+    one, two = cluster
+    make_user("carol")
+    dave = make_user("dave")
+    http = browser_session(one.url, "carol")
+    cookie = http.cookies["session"]
+    theirs = [Socket(two.url, "/users", cookie=cookie), Socket(two.url, "/chat", cookie=cookie),
+              Socket(one.url, "/users", cookie=cookie)]
+    bystander = Socket(two.url, "/users", token=issue_token(dave))
+    try:
+        page = http.get(f"{one.url}/", timeout=10).text
+        assert http.post(f"{one.url}/logout", data={"csrf_token": csrf(page)},
+                         timeout=10).status_code == 200
+        logged_out = time.monotonic()
+        for sock in theirs:
+            assert sock.closed.wait(3), f"{sock.namespace} socket still open after 3 s"
+            assert sock.closed_at - logged_out < 3
+        assert bystander.client.connected  # someone else's connection lives on
+        assert bystander.call("latency") == {"ok": True}
+    finally:
+        for sock in [*theirs, bystander]:
+            sock.close()
