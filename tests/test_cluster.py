@@ -3,6 +3,7 @@ of one process sees of the other (logout, presence)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
@@ -90,4 +91,46 @@ def test_logout_on_one_process_closes_that_sessions_sockets_on_the_other(cluster
         assert bystander.call("latency") == {"ok": True}
     finally:
         for sock in [*theirs, bystander]:
+            sock.close()
+
+
+def presences(sock: Socket) -> list[Any]:
+    return [data for event, data in sock.events if event == "presence"]
+
+
+def wait_for_presence(sock: Socket, expected: dict[str, Any], timeout: float) -> float:
+    """Seconds until ``sock`` was sent ``expected`` as its latest presence."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if presences(sock) and presences(sock)[-1] == expected:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"presence {expected} not seen; last: {presences(sock)[-1:]}")
+
+
+@ON_POSTGRES
+def test_presence_lists_every_processes_viewers_and_a_dead_process_drops_out(cluster,
+                                                                            make_user):
+    one, two = cluster
+    ann, ben = make_user("ann"), make_user("ben")
+    viewer = Socket(one.url, "/users", token=issue_token(ann))
+    remote = [Socket(two.url, "/users", token=issue_token(ben)) for _ in range(2)]
+    try:
+        viewer.call("subscribe", {"since": None})
+        wait_for_presence(viewer, {"viewers": ["ann"], "editing": {}}, 5)
+        remote[0].call("subscribe", {"since": None})
+        wait_for_presence(viewer, {"viewers": ["ann", "ben"], "editing": {}}, 5)
+        assert remote[1].call("watch", {"id": ann.id})["row"]["username"] == "ann"
+        both = {"viewers": ["ann", "ben"], "editing": {str(ann.id): ["ben"]}}
+        wait_for_presence(viewer, both, 5)
+        wait_for_presence(remote[0], both, 5)  # B lists A's viewer too
+
+        two.proc.kill()  # kill -9: B never says goodbye
+        two.proc.wait()
+        wait_for_presence(viewer, {"viewers": ["ann"], "editing": {}}, 30)
+        seen = presences(viewer)
+        # Sent only when it changes: the refreshes in between sent nothing.
+        assert all(a != b for a, b in itertools.pairwise(seen)), seen
+    finally:
+        for sock in [viewer, *remote]:
             sock.close()

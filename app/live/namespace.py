@@ -12,6 +12,7 @@ from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
 from app.live.acks import ack_requested, after_ack
 from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed, SubscribeError
+from app.live.presence import ClusterPresence
 from app.models import User
 from app.ratelimit import RateLimiter
 from app.users.listing import Listing, ListingError
@@ -30,6 +31,8 @@ class UsersNamespace(Namespace):
         self.editors: dict[str, tuple[str, int]] = {}
         self._presence_lock = threading.Lock()  # handlers run in threads under `flask run`
         self._presence: dict[str, Any] | None = None  # as last sent to the room
+        # With a Redis message queue: the other processes' viewers and editors too.
+        self.cluster: ClusterPresence | None = None
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Answer an unknown event with an error instead of ignoring it."""
@@ -110,13 +113,15 @@ class UsersNamespace(Namespace):
                 "viewers": sorted(set(self.viewers.values())),
                 "editing": {str(k): sorted(v) for k, v in sorted(editing.items())},
             }
+            if self.cluster is not None:
+                payload = self.cluster.update(payload)
             if payload != self._presence:
                 self._presence, to = payload, [ROOM, VIEWS_ROOM]
             elif newcomer:
                 to = newcomer
             else:
                 return
-            # Presence is this process's: other processes' clients are not listed here.
+            # Every process sends its own clients the cluster's presence.
             self.socketio.server.emit("presence", payload, to=to, namespace=self.namespace,
                                       ignore_queue=True)
 
