@@ -3,13 +3,16 @@ or an ACL user (private redis-server processes, real server processes)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import redis
 import requests
 
-from tests.test_chat_server import Peer
+from app.auth.tokens import issue_token
+from tests.test_chat_server import Peer, wait_until
+from tests.test_cluster import Socket, wait_for_presence
 
 pytestmark = pytest.mark.server
 
@@ -55,3 +58,47 @@ def test_a_redis_with_requirepass(server_factory, redis_server, app):
     answer = requests.get(f"{wrong.url}/readyz", timeout=5)
     assert answer.status_code == 503
     assert answer.json()["reason"] == "message queue: AuthenticationError"
+
+
+# docs/deploy.md's ACL: the app's user may use its channel and its keys, nothing else.
+ACL = ("resetchannels &livecrud resetkeys ~livecrud:* +@connection +publish +subscribe "
+       "+unsubscribe +get +set +mget +sadd +srem +smembers")
+
+
+def test_an_acl_user_limited_to_its_channel_runs_the_cluster(server_factory, redis_server,
+                                                             app, make_user):
+    server = redis_server("--user", "default", "off",
+                          "--user", "livecrud", "on", ">app-pass-123", *ACL.split(),
+                          "--user", "intruder", "on", ">other-pass-1", "resetchannels",
+                          "&elsewhere", "+@connection", "+publish")
+    env = {"SOCKETIO_MESSAGE_QUEUE": server.url("livecrud", "app-pass-123"),
+           "SOCKETIO_CHANNEL": "livecrud"}
+    one, two = server_factory(env), server_factory(env)
+    for process in (one, two):
+        assert requests.get(f"{process.url}/readyz", timeout=5).json() == {"status": "ok"}
+    assert crosses(one, two, "acl")
+    ann, ben = make_user("ann"), make_user("ben")
+    viewer = Socket(one.url, "/users", token=issue_token(ann))
+    remote = Socket(two.url, "/users", token=issue_token(ben))
+    try:
+        viewer.call("subscribe", {"since": None})
+        remote.call("subscribe", {"since": None})
+        wait_for_presence(viewer, {"viewers": ["ann", "ben"], "editing": {}}, 5)
+
+        # Whoever holds the app's Redis credentials can emit anything to every client...
+        forged = {"method": "emit", "event": "change", "data": [{"forged": True}],
+                  "namespace": "/users", "room": None, "skip_sid": None,
+                  "callback": None, "host_id": "someone"}
+        app_user = redis.Redis.from_url(env["SOCKETIO_MESSAGE_QUEUE"])
+        assert app_user.publish("livecrud", json.dumps(forged)) == 2
+        for sock in (viewer, remote):
+            wait_until(lambda s=sock: ("change", {"forged": True}) in s.events)
+        # ...another Redis user cannot, nor can anyone without a password.
+        intruder = redis.Redis.from_url(server.url("intruder", "other-pass-1"))
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            intruder.publish("livecrud", json.dumps(forged))
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(server.url()).publish("livecrud", "{}")
+    finally:
+        viewer.close()
+        remote.close()

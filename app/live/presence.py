@@ -85,7 +85,7 @@ class ClusterPresence:
         theirs; broadcast when anyone's changed."""
         try:
             local = self.local
-            pipe = self.redis.pipeline()
+            pipe = self.redis.pipeline(transaction=False)
             pipe.set(self.key, json.dumps(local), ex=max(1, round(3 * self.refresh)))
             pipe.sadd(self.index, self.cluster.host_id)
             pipe.smembers(self.index)
