@@ -111,15 +111,18 @@ def register_namespaces(app: Flask) -> None:
 
 
 def register_cluster(app: Flask) -> None:
-    """With a Redis message queue: handle the other processes' notices (logouts) and
+    """With a Redis message queue: handle the other processes' notices (logouts, private
+    messages delivered) and
     list their viewers and editors in ``presence``."""
     from app.auth.sockets import listen_for_disconnects
+    from app.chat.cluster import listen_for_privates
     from app.cluster import current_cluster
     from app.live.feed import NAMESPACE
     from app.live.presence import ClusterPresence
 
     if (cluster := current_cluster()) is not None:
         listen_for_disconnects(cluster)
+        listen_for_privates(app, cluster)
         users = socketio.server.namespace_handlers[NAMESPACE]
         users.cluster = ClusterPresence(app, cluster, users._broadcast_presence)
 

@@ -134,3 +134,27 @@ def test_presence_lists_every_processes_viewers_and_a_dead_process_drops_out(clu
     finally:
         for sock in [viewer, *remote]:
             sock.close()
+
+
+@ON_POSTGRES
+def test_a_private_message_to_another_process_is_delivered_once(cluster, make_user):
+    one, two = cluster
+    alice, bob = make_user("alice"), make_user("bob")
+    sender = Socket(one.url, "/chat", token=issue_token(alice))
+    recipient = Socket(two.url, "/chat", token=issue_token(bob))
+    try:
+        assert sender.call("private", {"to": "bob", "text": "over there"})["ok"]
+        deadline = time.monotonic() + 5
+        while not any(e == "private" for e, _ in recipient.events):
+            assert time.monotonic() < deadline, "the private message never arrived"
+            time.sleep(0.05)
+        time.sleep(0.5)  # B marks it delivered meanwhile
+        recipient.close()
+        for url in (two.url, one.url):  # bob's next connection, on either process
+            again = Socket(url, "/chat", token=issue_token(bob))
+            time.sleep(1)  # a replay is sent on connect
+            again.close()
+            assert [d for e, d in again.events if e == "private"] == []
+    finally:
+        sender.close()
+        recipient.close()
