@@ -158,3 +158,23 @@ def test_a_private_message_to_another_process_is_delivered_once(cluster, make_us
     finally:
         sender.close()
         recipient.close()
+
+
+@ON_POSTGRES
+def test_the_playgrounds_server_event_comes_once_per_interval(server_factory, queue_env,
+                                                             make_user):
+    env = {**queue_env, "DEMO_TICK_SECONDS": "0.3"}
+    one, two = server_factory(env), server_factory(env)
+    dora = make_user("dora")
+    demos = [Socket(url, "/demo", token=issue_token(dora)) for url in (one.url, two.url)]
+    try:
+        time.sleep(3)
+        for sock in demos:
+            counts = [d["count"] for e, d in sock.events
+                      if e == "my_response" and d.get("data") == "Server generated event"]
+            assert len(counts) >= 3
+            # One process's ticks, in order; another process's would repeat the counts.
+            assert counts == sorted(set(counts)), counts
+    finally:
+        for sock in demos:
+            sock.close()
