@@ -57,6 +57,12 @@ class Config:
     # Completed for the database in use by app.database.engine_options.
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     SOCKETIO_MESSAGE_QUEUE = os.environ.get("SOCKETIO_MESSAGE_QUEUE") or None
+    # The Redis pub/sub channel of this site's processes (channels are shared by every
+    # database number of one Redis: two sites on one Redis need two names).
+    SOCKETIO_CHANNEL = os.environ.get("SOCKETIO_CHANNEL") or "flask-socketio"
+    # Cluster presence (several processes on Redis): seconds between two refreshes of
+    # this process's entry, which expires after 3 of them when the process dies.
+    PRESENCE_REFRESH_SECONDS = float(os.environ.get("PRESENCE_REFRESH_SECONDS", 5))
     CORS_ALLOWED_ORIGINS = _origins(os.environ.get("CORS_ALLOWED_ORIGINS"))
     # None lets Flask-SocketIO pick: gevent when monkey-patched, threading under `flask run`.
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE") or None

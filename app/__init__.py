@@ -23,12 +23,14 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     register_extensions(app)
     register_blueprints(app)
     register_namespaces(app)
+    register_cluster(app)
     register_cli(app)
     register_error_handlers(app)
     return app
 
 
 def register_extensions(app: Flask) -> None:
+    from app.cluster import cluster_manager
     from app.connections import ConnectionRegistry
     from app.database import engine_options, init_database
     from app.live.capture import init_capture
@@ -45,9 +47,15 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message_category = "info"
+    url, channel = app.config["SOCKETIO_MESSAGE_QUEUE"], app.config["SOCKETIO_CHANNEL"]
+    queue: dict[str, Any] = {"message_queue": url, "channel": channel}
+    manager = cluster_manager(url, channel)
+    if manager is not None or not url:
+        # Always given (None: no queue), so no app inherits an earlier app's manager.
+        queue["client_manager"] = manager
     socketio.init_app(
         app,
-        message_queue=app.config["SOCKETIO_MESSAGE_QUEUE"],
+        **queue,
         cors_allowed_origins=origin_checker(app.config["CORS_ALLOWED_ORIGINS"]),
         async_mode=app.config["SOCKETIO_ASYNC_MODE"],
         max_http_buffer_size=app.config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
@@ -100,6 +108,23 @@ def register_namespaces(app: Flask) -> None:
     socketio.on_namespace(UsersNamespace(feed))
     socketio.on_namespace(DemoNamespace("/demo"))
     socketio.on_namespace(ChatNamespace("/chat"))
+
+
+def register_cluster(app: Flask) -> None:
+    """With a Redis message queue: handle the other processes' notices (logouts, private
+    messages delivered) and
+    list their viewers and editors in ``presence``."""
+    from app.auth.sockets import listen_for_disconnects
+    from app.chat.cluster import listen_for_privates
+    from app.cluster import current_cluster
+    from app.live.feed import NAMESPACE
+    from app.live.presence import ClusterPresence
+
+    if (cluster := current_cluster()) is not None:
+        listen_for_disconnects(cluster)
+        listen_for_privates(app, cluster)
+        users = socketio.server.namespace_handlers[NAMESPACE]
+        users.cluster = ClusterPresence(app, cluster, users._broadcast_presence)
 
 
 def register_cli(app: Flask) -> None:

@@ -26,7 +26,7 @@ from app.extensions import db, socketio
 from app.models import User
 from app.users.service import create_user
 from config import database_url
-from tests.servers import ROOT, ServerProcess
+from tests.servers import ROOT, RedisServer, ServerProcess
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("DATABASE_URL", "")
@@ -254,11 +254,39 @@ def live_server(server_factory) -> ServerProcess:
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """A Redis URL for message-queue tests (REDIS_URL), else skip (fail in CI)."""
+def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start private ``redis-server`` processes (extra arguments: ``--requirepass``...);
+    all killed at the end. Skips (fails in CI) without the binary."""
+    if RedisServer.BINARY is None:
+        unavailable("this test needs redis-server (apt-get install redis-server)")
+    started: list[RedisServer] = []
+
+    def start(*args: str) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(started)}", *args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A Redis URL for message-queue tests: a private redis-server when the binary is
+    here, else REDIS_URL (shared: use ``queue_env``'s channel), else skip (fail in CI)."""
+    if RedisServer.BINARY is not None:
+        return request.getfixturevalue("redis_server")().url()
     if not REDIS_URL:
-        unavailable("Redis tests need REDIS_URL=redis://... (make test sets none)")
+        unavailable("Redis tests need redis-server or REDIS_URL=redis://...")
     return REDIS_URL
+
+
+@pytest.fixture
+def queue_env(redis_url: str) -> dict[str, str]:
+    """Server settings for a message queue of the test's own (a channel nobody else uses)."""
+    return {"SOCKETIO_MESSAGE_QUEUE": redis_url,
+            "SOCKETIO_CHANNEL": f"livecrud-test-{os.getpid()}-{next(_counter)}"}
 
 
 # --- a real browser ----------------------------------------------------------------------

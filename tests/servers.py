@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -99,3 +100,107 @@ class EntrypointProcess(ServerProcess):
             **super().env, "HOST": "127.0.0.1", "PORT": str(self.port), "SKIP_DB_UPGRADE": "1",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         }
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port (Redis pub/sub channels are shared by every
+    database of one Redis: tests of the message queue need a Redis of their own)."""
+
+    BINARY = shutil.which("redis-server")
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, user: str = "", password: str = "", db: int = 0) -> str:
+        auth = f"{user}:{password}@" if user or password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
+             *self.args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class NginxProcess:
+    """Debian's nginx running deploy/nginx.conf in the foreground, on a port of its own,
+    in front of the given app ports; every path it writes is in ``workdir``."""
+
+    BINARY = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+    def __init__(self, workdir: Path, app_ports: list[int]) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app_ports = app_ports
+        self.proc: subprocess.Popen | None = None
+
+    def render(self) -> Path:
+        """deploy/nginx.conf with this test's addresses, inside a main config."""
+        site = (ROOT / "deploy" / "nginx.conf").read_text()
+        for n, port in enumerate(self.app_ports, 1):
+            assert f"server app{n}:5000" in site, f"app{n} missing from deploy/nginx.conf"
+            site = site.replace(f"server app{n}:5000", f"server 127.0.0.1:{port}")
+        assert "listen 80;" in site
+        site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        w = self.workdir
+        w.mkdir(parents=True, exist_ok=True)
+        (w / "livecrud.conf").write_text(site)
+        temp = "\n".join(f"    {kind}_temp_path {w}/{kind};"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        main = w / "nginx.conf"
+        main.write_text(
+            # As root, workers would run as nobody, who cannot enter pytest's tmp dirs.
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"daemon off;\nworker_processes 1;\npid {w}/nginx.pid;\n"
+            f"error_log {w}/error.log info;\nevents {{ worker_connections 1024; }}\n"
+            f"http {{\n    access_log {w}/access.log;\n{temp}\n"
+            f"    include {w}/livecrud.conf;\n}}\n")
+        return main
+
+    def start(self) -> NginxProcess:
+        main = self.render()
+        args = [self.BINARY, "-p", str(self.workdir), "-e", str(self.workdir / "error.log"),
+                "-c", str(main)]
+        check = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.workdir / "error.log").read_text()[-2000:])
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # nginx's fast shutdown
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

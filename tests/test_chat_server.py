@@ -109,9 +109,8 @@ def test_demo_disconnects_once_the_client_acknowledged(peers):
     wait_until(lambda: not demo.client.connected)
 
 
-def test_two_processes_share_rooms_through_the_message_queue(server_factory, redis_url, app):
-    env = {"SOCKETIO_MESSAGE_QUEUE": redis_url}
-    one, two = server_factory(env), server_factory(env)
+def test_two_processes_share_rooms_through_the_message_queue(server_factory, queue_env, app):
+    one, two = server_factory(queue_env), server_factory(queue_env)
     alice, bob = Peer(one.url, "alice"), Peer(two.url, "bob")
     try:
         alice.call("join", {"room": "shared"})

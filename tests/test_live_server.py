@@ -263,7 +263,7 @@ def test_changes_made_through_the_app_record_their_actor(live, admin, make_user)
 @pytest.mark.parametrize("queue", [False, True], ids=["no-queue", "redis-queue"])
 def test_a_change_through_another_server_process_arrives_once(server_factory, admin, queue,
                                                               request):
-    env = {"SOCKETIO_MESSAGE_QUEUE": request.getfixturevalue("redis_url")} if queue else {}
+    env = request.getfixturevalue("queue_env") if queue else {}
     first, second = server_factory(env), server_factory(env)
     client = LiveClient(first.url, issue_token(admin)).connect()
     other = LiveClient(second.url, issue_token(admin)).connect()

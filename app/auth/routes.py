@@ -9,7 +9,7 @@ from sqlalchemy import select
 from app.auth import bp
 from app.auth.forms import LoginForm
 from app.auth.sessions import end_sessions
-from app.auth.sockets import disconnect_local
+from app.auth.sockets import disconnect_everywhere
 from app.extensions import db, login_manager
 from app.inputs import MAX_INT
 from app.models import User
@@ -58,12 +58,9 @@ def login():
 @login_required
 def logout():
     """Log out (a POST with CSRF): every session of this user ends (a copied cookie too)
-    and its open Socket.IO connections close.
-
-    With several processes only this one's connections close here (a logout is not
-    a database change); deactivation reaches every process through the feed.
+    and its open connections close, on every process (through the message queue).
     """
-    disconnect_local(current_user.id)
+    disconnect_everywhere(current_user.id)
     end_sessions(current_user.id)
     logout_user()
     flash("You are logged out.", "info")

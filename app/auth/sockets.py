@@ -10,6 +10,7 @@ from flask_socketio import ConnectionRefusedError, join_room
 
 from app.auth.tokens import user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
+from app.cluster import ClusterManager, current_cluster
 from app.extensions import db, socketio
 from app.models import User
 
@@ -69,3 +70,19 @@ def disconnect_local(user_id: int) -> None:
         for sid in sids:
             socketio.server.disconnect(sid, namespace=namespace, ignore_queue=True)
     close_user_bridges(user_id)
+
+
+def disconnect_everywhere(user_id: int) -> None:
+    """Close every connection of ``user_id`` on every process: here at once, on the
+    others through the message queue (a notice each handles with ``disconnect_local``).
+
+    While Redis is down the notice is lost: the other processes' sockets stay open.
+    """
+    disconnect_local(user_id)
+    if (cluster := current_cluster()) is not None:
+        cluster.notify("disconnect_user", user_id=user_id)
+
+
+def listen_for_disconnects(cluster: ClusterManager) -> None:
+    """Handle other processes' ``disconnect_everywhere``."""
+    cluster.on("disconnect_user", lambda notice: disconnect_local(int(notice["user_id"])))

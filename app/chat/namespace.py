@@ -9,6 +9,7 @@ from flask_socketio import emit, join_room, leave_room
 
 from app.auth.sockets import authenticate, socket_user, user_room
 from app.chat import store
+from app.chat.cluster import announce_private
 from app.chat.hub import NAMESPACE, ChatHub
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
@@ -88,11 +89,14 @@ class ChatNamespace(RealtimeNamespace):
         message, new = store.save_message(me["id"], text, recipient_id=to.id, client_id=cid)
         out = message.to_dict()
         if new:
-            # Through the message queue when there is one; only sockets seen here count as
-            # delivered, the others get it (again) when the recipient next connects.
+            # Through the message queue when there is one; a process holding a socket
+            # of the recipient marks it delivered (here, or on notice: app.chat.cluster),
+            # else the recipient gets it on their next connection.
             emit("private", out, to=user_room(to.id))
             if self._online(to.id):
                 store.mark_delivered([message])
+            else:
+                announce_private(message.id, to.id)
         return {"ok": True, "message": out, "duplicate": not new}
 
     def on_history(self, data: Any = None) -> dict[str, Any]:

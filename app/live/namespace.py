@@ -10,6 +10,7 @@ from flask import current_app, request
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
 from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed, SubscribeError
+from app.live.presence import ClusterPresence
 from app.models import User
 from app.realtime.acks import after_ack
 from app.realtime.errors import reject
@@ -31,6 +32,8 @@ class UsersNamespace(RealtimeNamespace):
         self.editors: dict[str, tuple[str, int]] = {}
         self._presence_lock = threading.Lock()  # handlers run in threads under `flask run`
         self._presence: dict[str, Any] | None = None  # as last sent to the room
+        # With a Redis message queue: the other processes' viewers and editors too.
+        self.cluster: ClusterPresence | None = None
 
     def on_connect(self, auth: Any = None) -> None:
         """A browser (login session) or a token holder connects; anyone else is refused."""
@@ -105,12 +108,14 @@ class UsersNamespace(RealtimeNamespace):
                 "viewers": sorted(set(self.viewers.values())),
                 "editing": {str(k): sorted(v) for k, v in sorted(editing.items())},
             }
+            if self.cluster is not None:
+                payload = self.cluster.update(payload)
             if payload != self._presence:
                 self._presence, to = payload, [ROOM, VIEWS_ROOM]
             elif newcomer:
                 to = newcomer
             else:
                 return
-            # Presence is this process's: other processes' clients are not listed here.
+            # Every process sends its own clients the cluster's presence.
             self.socketio.server.emit("presence", payload, to=to, namespace=self.namespace,
                                       ignore_queue=True)

@@ -93,9 +93,11 @@ class DemoNamespace(RealtimeNamespace):
             try:
                 self.ticks += 1
                 users = db.session.scalar(select(func.count()).select_from(User))
+                # Every process ticks for its own clients: through the message queue
+                # each client would get one tick per process.
                 socketio.emit("my_response", {"data": "Server generated event",
                                               "count": self.ticks, "users": users},
-                              namespace=self.namespace)
+                              namespace=self.namespace, ignore_queue=True)
             finally:
                 db.session.remove()
 
