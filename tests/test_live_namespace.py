@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from app.auth.tokens import issue_token
 from app.extensions import db, socketio
@@ -146,6 +146,27 @@ def test_since_in_the_future_or_pruned_gets_a_snapshot(app, connect, make_user):
     assert {r["username"] for r in stale["rows"]} == {"admin", "alice", "bob"}
     fresh = sio.emit("subscribe", {"since": current_cursor()}, namespace=NS, callback=True)
     assert fresh == {"cursor": current_cursor(), "changes": []}
+
+
+@BOTH_DATABASES
+def test_pruning_never_moves_the_pruned_cursor_back(app, connect, make_user):
+    """Another process pruned further meanwhile (this one's session saw an older value):
+    this prune must not lower ``pruned_through``, or a client resuming from a cursor
+    whose changes are gone would get a replay with a hole instead of a snapshot."""
+    make_user("alice")
+    assert prune(timedelta(seconds=-1)) == 2
+    make_user("bob")
+    ahead = current_cursor() + 50
+    other = create_engine(db.engine.url)
+    with other.begin() as conn:  # the other process
+        conn.execute(text("UPDATE live_state SET value = :v WHERE key = 'pruned_through'"),
+                     {"v": ahead})
+    other.dispose()
+    assert prune(timedelta(seconds=-1)) == 1
+    assert current_cursor() == ahead
+    sio = connect()
+    ack = sio.emit("subscribe", {"since": ahead - 10}, namespace=NS, callback=True)
+    assert "rows" in ack  # a snapshot: the changes after that cursor are gone
 
 
 def test_deactivating_a_user_closes_their_sockets(app, connect, make_user, admin):

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
 from app.live.minutes import minute_of, prune_minutes
@@ -135,12 +137,18 @@ def prune(retention: timedelta, batch: int = PRUNE_BATCH) -> int:
             .order_by(UserChange.cursor).offset(batch - 1).limit(1)
         ) or last
         deleted = db.session.execute(delete(UserChange).where(UserChange.cursor <= upto)).rowcount
-        state = db.session.get(LiveState, "pruned_through")
-        if state is None:
-            db.session.add(LiveState(key="pruned_through", value=upto))
-        else:
-            state.value = max(state.value, upto)
+        _raise_pruned_through(upto)
         db.session.commit()
         count += deleted
         if upto >= last:
             return count
+
+
+def _raise_pruned_through(cursor: int) -> None:
+    """``pruned_through`` becomes at least ``cursor``, in SQL: processes pruning at the
+    same time never move it back (the row's lock orders them; a read-then-write could)."""
+    insert = sqlite_insert if db.engine.dialect.name == "sqlite" else pg_insert
+    db.session.execute(insert(LiveState).values(key="pruned_through", value=0)
+                       .on_conflict_do_nothing())
+    db.session.execute(update(LiveState).where(LiveState.key == "pruned_through").values(
+        value=case((LiveState.value < cursor, cursor), else_=LiveState.value)))
