@@ -15,15 +15,20 @@ function log(text) {
   while (list.children.length > 200) list.lastChild.remove();
 }
 
-function showTransport() {
-  $("transport").textContent = socket.io.engine?.transport?.name ?? "none";
+// The transport while connected, "disconnected" otherwise; Disconnect or Reconnect.
+function showState() {
+  $("transport").textContent = socket.connected
+    ? socket.io.engine?.transport?.name ?? "connecting…"
+    : "disconnected";
+  $("disconnect").hidden = !socket.connected;
+  $("reconnect").hidden = socket.connected;
 }
 
 socket.on("connect", () => {
-  showTransport();
-  socket.io.engine.on("upgrade", showTransport);
+  showState();
+  socket.io.engine.on("upgrade", showState);
 });
-socket.on("disconnect", (reason) => { log(`Disconnected: ${reason}`); showTransport(); });
+socket.on("disconnect", (reason) => { log(`Disconnected: ${reason}`); showState(); });
 socket.on("connect_error", (err) => log(`Cannot connect: ${err.message}`));
 
 // The server asks for an acknowledgement on "Disconnected!": answering lets it disconnect us.
@@ -33,21 +38,34 @@ socket.on("my_response", (msg, ack) => {
 });
 socket.on("error", (answer) => log(`Error: ${answer.error}`));
 
-setInterval(() => {
-  if (!socket.connected) return;
+const rounded = (ms) => (Math.round(10 * ms) / 10).toString();
+let pingAsked = false; // the next pong answers the Ping button: log it
+
+function ping() {
   pingStart = performance.now();
   socket.emit("my_ping");
+}
+
+setInterval(() => {
+  if (socket.connected) ping();
 }, 1000);
 socket.on("my_pong", () => {
-  pings.push(performance.now() - pingStart);
+  const roundTrip = performance.now() - pingStart;
+  pings.push(roundTrip);
   if (pings.length > 30) pings.shift();
-  const average = pings.reduce((a, b) => a + b, 0) / pings.length;
-  $("ping-pong").textContent = (Math.round(10 * average) / 10).toString();
+  $("ping-pong").textContent = rounded(pings.reduce((a, b) => a + b, 0) / pings.length);
+  if (pingAsked) log(`Pong after ${rounded(roundTrip)} ms`);
+  pingAsked = false;
 });
 
+// Every form sends one event; while disconnected it says so instead of queueing it.
 function on(formId, handler) {
   $(formId).addEventListener("submit", (event) => {
     event.preventDefault();
+    if (!socket.connected && formId !== "reconnect") {
+      log("Not connected: press Reconnect first");
+      return;
+    }
     handler(event.target.elements);
   });
 }
@@ -59,3 +77,8 @@ on("leave", (f) => socket.emit("leave", { room: f.room.value }));
 on("send-room", (f) => socket.emit("my_room_event", { room: f.room.value, data: f.data.value }));
 on("close", (f) => socket.emit("close_room", { room: f.room.value }));
 on("disconnect", () => socket.emit("disconnect_request"));
+on("reconnect", () => socket.connect());
+on("ping", () => {
+  pingAsked = true;
+  ping();
+});
