@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -49,4 +51,44 @@ def test_two_users_chat_and_markup_stays_text(live_server, new_page, make_user):
 
     for page in (alice, bob):
         assert page.locator("#chat img").count() == 0
+    assert problems == []
+
+
+def test_errors_clear_and_a_reload_keeps_rooms_and_private_talks(live_server, new_page,
+                                                                  make_user):
+    make_user("alice")
+    make_user("bob")
+    problems: list[str] = []
+    alice, bob = new_page(), new_page()
+    open_chat(alice, live_server, "alice", problems)
+    open_chat(bob, live_server, "bob", problems)
+    alice.fill("#room-input", "red")
+    alice.click("#join-form button")
+    expect(alice.locator("#room-tabs [role=tab]")).to_have_text(["lobby", "red"])
+
+    alice.fill("#private-to", "nobody")
+    alice.fill("#private-text", "anyone?")
+    alice.click("#private-form button")
+    expect(alice.locator("#chat-status")).to_have_text("unknown user 'nobody'")
+    expect(alice.locator("#chat-status")).to_have_class(re.compile(r"\brt-error\b"))
+    send(alice, "still here")
+    expect(alice.locator("#messages .rt-text")).to_have_text(["still here"])
+    expect(alice.locator("#chat-status")).not_to_have_class(re.compile(r"\brt-error\b"))
+
+    bob.fill("#private-to", "alice")
+    bob.fill("#private-text", "just for you")
+    bob.click("#private-form button")
+    expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you"])
+    alice.fill("#private-to", "bob")
+    alice.fill("#private-text", "got it")
+    alice.click("#private-form button")
+    expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you", "got it"])
+
+    alice.reload()
+    expect(alice.locator("#room-tabs [role=tab]")).to_have_text(["lobby", "red"])
+    expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you", "got it"])
+    alice.locator("#room-tabs [role=tab]", has_text="lobby").click()
+    expect(alice.locator("#presence li")).to_have_text(["alice", "bob"])  # joined again
+    send(bob, "welcome back")
+    expect(alice.locator("#messages .rt-text").last).to_have_text("welcome back")
     assert problems == []

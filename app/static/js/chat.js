@@ -16,6 +16,24 @@ const socket = io("/chat", { ackTimeout: 5000, retries: 5 });
 const rooms = new Map(); // room -> {messages: [], users: []}
 let current = null;
 const seen = new Set(); // message ids already shown
+const privates = []; // private messages shown, in id order
+
+// What this tab had open, kept over a reload: its rooms and the people it wrote with.
+const saved = {
+  key: (name) => `chat:${me}:${name}`,
+  load(name) {
+    try {
+      const value = JSON.parse(sessionStorage.getItem(this.key(name)) ?? "[]");
+      return Array.isArray(value) ? value.filter((v) => typeof v === "string") : [];
+    } catch {
+      return [];
+    }
+  },
+  store(name, values) {
+    sessionStorage.setItem(this.key(name), JSON.stringify([...values]));
+  },
+};
+const peers = new Set(saved.load("peers"));
 
 function newId() {
   return globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
@@ -32,10 +50,15 @@ function timeOf(ts) {
   return ts ? new Date(ts).toLocaleTimeString() : "";
 }
 
+let okStatus = ""; // what the line says again once an error is behind us
+
 function setStatus(text, isError = false) {
+  if (!isError) okStatus = text;
   statusLine.textContent = text;
   statusLine.classList.toggle("rt-error", isError);
 }
+
+const clearError = () => setStatus(okStatus);
 
 function messageItem(message) {
   const item = el("li", message.user === me ? "rt-msg mine" : "rt-msg");
@@ -94,9 +117,30 @@ function addToRoom(room, entry) {
 function addPrivate(message) {
   if (seen.has(message.id)) return;
   seen.add(message.id);
+  const peer = message.user === me ? message.to : message.user;
+  if (peer && !peers.has(peer)) {
+    peers.add(peer);
+    saved.store("peers", peers);
+  }
+  privates.push(message);
+  privates.sort((a, b) => a.id - b.id);
+  if (privates.length > 500) privates.shift();
   const log = $("private-log");
-  log.append(messageItem(message));
+  log.replaceChildren(...privates.map(messageItem));
   log.scrollTop = log.scrollHeight;
+}
+
+// After a reload: the conversations with everyone this tab wrote with.
+async function loadPrivateHistory() {
+  for (const peer of [...peers]) {
+    const answer = await ask("history", { with: peer });
+    if (answer.error) {
+      peers.delete(peer); // gone since: forget them
+      saved.store("peers", peers);
+      continue;
+    }
+    answer.messages.forEach(addPrivate);
+  }
 }
 
 // The acknowledgement of an event, or an error answer once the retries are spent.
@@ -116,6 +160,7 @@ async function join(room) {
   for (const message of answer.history) seen.delete(message.id);
   current = room;
   answer.history.forEach((message) => addToRoom(room, message));
+  saved.store("rooms", rooms.keys());
   renderTabs();
   renderRoom();
   setStatus(`In ${room}`);
@@ -125,15 +170,21 @@ async function leave(room) {
   const answer = await ask("leave", { room });
   if (answer.error) setStatus(answer.error, true);
   rooms.delete(room);
+  saved.store("rooms", rooms.keys());
   if (current === room) current = rooms.keys().next().value ?? null;
   renderTabs();
   renderRoom();
 }
 
+let firstConnect = true;
 socket.on("connect", () => {
   setStatus(`Connected as ${me}`);
-  // The server forgets room memberships with the connection: join them again.
-  for (const room of [...rooms.keys()]) join(room);
+  // The server forgets room memberships with the connection: join them again (after a
+  // reload, the rooms this tab had open).
+  const again = firstConnect ? saved.load("rooms") : [...rooms.keys()];
+  for (const room of again) join(room);
+  if (firstConnect) loadPrivateHistory();
+  firstConnect = false;
 });
 socket.on("disconnect", () => setStatus("Disconnected, reconnecting…", true));
 socket.on("connect_error", (err) => setStatus(`Cannot connect: ${err.message}`, true));
@@ -162,6 +213,8 @@ $("message-form").addEventListener("submit", async (event) => {
   if (answer.error) {
     setStatus(answer.error, true);
     messageInput.value = text;
+  } else {
+    clearError();
   }
 });
 
@@ -172,6 +225,7 @@ $("private-form").addEventListener("submit", async (event) => {
   const text = form.elements.text.value;
   const answer = await ask("private", { to, text, id: newId() });
   if (answer.error) return setStatus(answer.error, true);
+  clearError();
   form.elements.text.value = "";
   addPrivate(answer.message);
 });
