@@ -317,3 +317,29 @@ def test_a_demoted_admin_loses_the_edit_links_at_once(new_page, live_server, db_
     plain_sql(db_url, "INSERT INTO users (username, email) VALUES ('u0new', 'u0new@example.com')")
     expect(page.locator("#users-table tbody tr[data-id]", has_text="u0new")).to_have_count(1)
     expect(page.locator("#users-table tbody a")).to_have_count(0)
+
+
+def test_the_change_chart_has_a_time_axis_and_shows_the_value_under_the_pointer(
+        new_page, live_server, crowd, api):
+    page = open_dashboard(new_page, live_server)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    chart = page.locator("#changes-chart")
+    expect(chart.locator("canvas")).to_have_count(1)
+    before = int(chart.get_attribute("data-last-hour") or 0)
+    box_before = chart.bounding_box()
+
+    api.update("u07", email="seven@example.com")
+    api.update("u08", email="eight@example.com")
+    expect(chart).to_have_attribute("data-last-hour", str(before + 2))
+    # The pointer over the newest bar shows its minute (a time scale) and its count.
+    plot = chart.locator(".u-over")
+    area = plot.bounding_box()
+    assert area is not None
+    page.mouse.move(area["x"] + area["width"] / 2, area["y"] + area["height"] / 2)
+    page.mouse.move(area["x"] + area["width"] - 1, area["y"] + area["height"] / 2, steps=5)
+    values = chart.locator(".u-legend .u-value")
+    expect(values.nth(0)).to_have_text(re.compile(r"^\d{1,2}:\d{2}"))
+    expect(values.nth(1)).to_have_text(re.compile(r"^[1-9]\d*$"))
+    assert chart.bounding_box()["height"] == box_before["height"]  # the layout stays
+    assert problems == []

@@ -58,7 +58,7 @@ def test_list_page_is_the_dashboard_for_admins(admin_client: FlaskClient, bob: U
     assert '<div id="live-badge" class="badge" data-state="offline">offline</div>' in html
     assert '<span data-counter="total">2</span>' in html
     assert '<span data-counter="admins">1</span>' in html
-    assert '<canvas id="changes-chart" width="360" height="60"></canvas>' in html
+    assert 'id="changes-chart"' in html
     assert '<ul id="viewers"></ul>' in html and "js/dashboard.js" in html
     assert 'href="/users/new"' in html and f'href="/users/{bob.id}/edit"' in html
     assert f'href="/users/{bob.id}/delete"' in html and "Log out" in html

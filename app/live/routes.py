@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VENDOR = {
     "socket.io.esm.min.js": ROOT / "node_modules/socket.io-client/dist",
     "socket.io.esm.min.js.map": ROOT / "node_modules/socket.io-client/dist",
+    "uPlot.esm.js": ROOT / "node_modules/uplot/dist",
+    "uPlot.min.css": ROOT / "node_modules/uplot/dist",
 }
 
 

@@ -1,24 +1,66 @@
-// The changes-per-minute chart of the last hour: seeded from GET /live/stats, then
-// counted from the server's `counts` events (each says how many changes its batch held).
+// The changes-per-minute chart of the last hour (uPlot, from npm): seeded from
+// GET /live/stats, then counted from the server's `counts` events (each says how many
+// changes its batch held). Bars per minute, a time axis, the value under the pointer.
+import uPlot from "/vendor/uPlot.esm.js";
+
+const MINUTES = 60;
+const HEIGHT = 120;
 
 export class ChangeChart {
-  constructor(canvas) {
-    this.canvas = canvas;
-    this.perMinute = new Array(60).fill(0);
+  constructor(container) {
+    this.container = container;
+    this.perMinute = new Array(MINUTES).fill(0);
     this.minuteNow = Math.floor(Date.now() / 60000);
-    setInterval(() => this.add(0), 30000);  // the bars move on when nothing happens, too
+    if (!container) return;
+    this.plot = new uPlot(this.options(container.clientWidth || 360), this.data(), container);
+    new ResizeObserver(() => {
+      this.plot.setSize({ width: container.clientWidth || 360, height: HEIGHT });
+    }).observe(container);
+    setInterval(() => this.add(0), 30000); // the bars move on when nothing happens, too
+  }
+
+  options(width) {
+    const color = getComputedStyle(this.container).color || "#3b6fd8";
+    return {
+      width,
+      height: HEIGHT,
+      legend: { show: true, live: true },
+      cursor: { points: { show: false }, drag: { x: false, y: false } },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+      axes: [
+        { space: 60, size: 28 },
+        { size: 36, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] },
+      ],
+      series: [
+        { label: "minute", value: (u, ts) => (ts == null ? "–" : new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })) },
+        {
+          label: "changes",
+          stroke: color,
+          fill: color,
+          width: 0,
+          paths: uPlot.paths.bars({ size: [0.8, 40] }),
+          value: (u, v) => (v == null ? "–" : String(v)),
+        },
+      ],
+    };
+  }
+
+  /** [minute starts in seconds, changes per minute], oldest first. */
+  data() {
+    const first = this.minuteNow - MINUTES + 1;
+    return [this.perMinute.map((_, i) => (first + i) * 60), this.perMinute.slice()];
   }
 
   /** Count `n` changes in the current minute (0 just moves the window) and redraw. */
   add(n) {
     const minute = Math.floor(Date.now() / 60000);
-    const shift = Math.min(60, minute - this.minuteNow);
+    const shift = Math.min(MINUTES, minute - this.minuteNow);
     if (shift > 0) {
       this.perMinute.splice(0, shift);
       this.perMinute.push(...new Array(shift).fill(0));
       this.minuteNow = minute;
     }
-    this.perMinute[59] += n;
+    this.perMinute[MINUTES - 1] += n;
     this.draw();
   }
 
@@ -27,24 +69,16 @@ export class ChangeChart {
     const response = await fetch("/live/stats", { headers: { Accept: "application/json" } });
     if (!response.ok) return;
     const stats = await response.json();
-    this.perMinute.splice(0, 60, ...stats.per_minute);
+    this.perMinute.splice(0, MINUTES, ...stats.per_minute);
     this.minuteNow = Math.floor(Date.parse(stats.now) / 60000);
     this.add(0);
   }
 
   draw() {
-    const chart = this.canvas;
-    if (!chart?.getContext) return;
-    const ctx = chart.getContext("2d");
-    const max = Math.max(1, ...this.perMinute);
-    const width = chart.width / this.perMinute.length;
-    ctx.clearRect(0, 0, chart.width, chart.height);
-    ctx.fillStyle = getComputedStyle(chart).color || "#3b6fd8";
-    this.perMinute.forEach((value, i) => {
-      const height = (value / max) * (chart.height - 2);
-      ctx.fillRect(i * width, chart.height - height, Math.max(1, width - 1), height);
-    });
+    if (!this.plot) return;
+    this.plot.setData(this.data());
     const hour = this.perMinute.reduce((a, b) => a + b);
-    chart.title = `${this.perMinute[59]} changes this minute, ${hour} in the last hour`;
+    this.container.title = `${this.perMinute[MINUTES - 1]} changes this minute, ${hour} in the last hour`;
+    this.container.dataset.lastHour = String(hour);
   }
 }
