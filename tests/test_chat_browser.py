@@ -28,6 +28,12 @@ def send(page: Page, text: str) -> None:
     page.press("#message-input", "Enter")
 
 
+def send_private(page: Page, to: str, text: str) -> None:
+    page.fill("#private-to", to)
+    page.fill("#private-text", text)
+    page.click("#private-form button")
+
+
 def test_two_users_chat_and_markup_stays_text(live_server, new_page, make_user):
     make_user("alice")
     make_user("bob")
@@ -44,9 +50,7 @@ def test_two_users_chat_and_markup_stays_text(live_server, new_page, make_user):
     expect(alice.locator("#messages .rt-text").last).to_have_text(XSS)
     expect(alice.locator("#messages .rt-user").last).to_have_text("bob")
 
-    bob.fill("#private-to", "alice")
-    bob.fill("#private-text", "just for you")
-    bob.click("#private-form button")
+    send_private(bob, "alice", "just for you")
     expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you"])
 
     for page in (alice, bob):
@@ -66,22 +70,16 @@ def test_errors_clear_and_a_reload_keeps_rooms_and_private_talks(live_server, ne
     alice.click("#join-form button")
     expect(alice.locator("#room-tabs [role=tab]")).to_have_text(["lobby", "red"])
 
-    alice.fill("#private-to", "nobody")
-    alice.fill("#private-text", "anyone?")
-    alice.click("#private-form button")
+    send_private(alice, "nobody", "anyone?")
     expect(alice.locator("#chat-status")).to_have_text("unknown user 'nobody'")
     expect(alice.locator("#chat-status")).to_have_class(re.compile(r"\brt-error\b"))
     send(alice, "still here")
     expect(alice.locator("#messages .rt-text")).to_have_text(["still here"])
     expect(alice.locator("#chat-status")).not_to_have_class(re.compile(r"\brt-error\b"))
 
-    bob.fill("#private-to", "alice")
-    bob.fill("#private-text", "just for you")
-    bob.click("#private-form button")
+    send_private(bob, "alice", "just for you")
     expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you"])
-    alice.fill("#private-to", "bob")
-    alice.fill("#private-text", "got it")
-    alice.click("#private-form button")
+    send_private(alice, "bob", "got it")
     expect(alice.locator("#private-log .rt-text")).to_have_text(["just for you", "got it"])
 
     alice.reload()
