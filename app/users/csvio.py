@@ -12,23 +12,13 @@ from sqlalchemy import and_, literal, or_, select, tuple_, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import NullType
 
-from app.collation import ascii_order
 from app.extensions import db
 from app.models import USER_FIELDS, User, user_payload
 from app.reads import read_all
-from app.users.listing import CASE_INSENSITIVE, Listing
+from app.users.listing import Listing
 
 CSV_FIELDS = USER_FIELDS
 EXPORT_BATCH = 2000
-
-
-def _sort_expressions(listing: Listing) -> list[tuple[ColumnElement[Any], bool]]:
-    """The sort's SQL expressions (as ``Listing.order_by`` sorts) and their directions."""
-    out = []
-    for field, descending in listing.keys:
-        column: ColumnElement[Any] = getattr(User, field)
-        out.append((ascii_order(column) if field in CASE_INSENSITIVE else column, descending))
-    return out
 
 
 def _after(keys: list[tuple[ColumnElement[Any], bool]], last: list[Any]) -> ColumnElement[bool]:
@@ -55,7 +45,7 @@ def export_rows(listing: Listing, batch: int = EXPORT_BATCH) -> Iterator[dict[st
     Each batch is its own short read: the connection goes back to the pool between
     batches, while the client takes the previous one in.
     """
-    keys = _sort_expressions(listing)
+    keys = listing.sort_columns()
     labels = [f"_k{i}" for i in range(len(keys))]
     columns = [getattr(User, name) for name in CSV_FIELDS]
     # Selected without the column types' conversion, to be bound back as they came.

@@ -204,15 +204,15 @@ class Listing:
             conditions.append(User.active.is_(self.active))
         return conditions
 
+    def sort_columns(self) -> list[tuple[ColumnElement[Any], bool]]:
+        """The sort's SQL expressions, each with whether it descends."""
+        return [(ascii_order(getattr(User, field)) if field in CASE_INSENSITIVE
+                 else getattr(User, field), descending) for field, descending in self.keys]
+
     def order_by(self, *, backward: bool = False) -> list[ColumnElement[Any]]:
         """The sort in SQL; ``backward`` reverses every key (the list read from its end)."""
-        order = []
-        for field, descending in self.keys:
-            column = getattr(User, field)
-            if field in CASE_INSENSITIVE:
-                column = ascii_order(column)
-            order.append(column.desc() if descending is not backward else column.asc())
-        return order
+        return [column.desc() if descending is not backward else column.asc()
+                for column, descending in self.sort_columns()]
 
     def page_ids(self, offset: int | None = None, limit: int | None = None,
                  total: int | None = None) -> Select | None:
