@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(name: str, proc: subprocess.Popen, port: int, timeout: float,
+                  output: Callable[[], str]) -> None:
+    """Return once ``port`` takes a connection; RuntimeError with ``output()`` (the
+    process's log) when ``proc`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {output()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not start: {output()}")
 
 
 class ServerProcess:
@@ -52,16 +69,8 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log.read_text()[-2000:]}")
+        wait_for_port("server", self.proc, self.port, 30, lambda: self.log.read_text()[-2000:])
+        return self
 
     def argv(self) -> list[str]:
         return [sys.executable, *self.command, "--port", str(self.port)]
@@ -126,14 +135,8 @@ class RedisServer:
              *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_for_port("redis-server", self.proc, self.port, 10, lambda: "")
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -185,16 +188,9 @@ class NginxProcess:
         check = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.workdir / "error.log").read_text()[-2000:])
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not start")
+        wait_for_port("nginx", self.proc, self.port, 10,
+                      lambda: (self.workdir / "error.log").read_text()[-2000:])
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
