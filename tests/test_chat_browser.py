@@ -23,6 +23,17 @@ def open_chat(page: Page, server, username: str, problems: list[str]) -> None:
     expect(page.locator("#presence-room")).to_have_text("lobby")
 
 
+def alice_and_bob(server, new_page, make_user, problems: list[str]) -> tuple[Page, Page]:
+    """Two users, each on the chat page in the lobby."""
+    pages = []
+    for name in ("alice", "bob"):
+        make_user(name)
+        pages.append(new_page())
+    for name, page in zip(("alice", "bob"), pages, strict=True):
+        open_chat(page, server, name, problems)
+    return pages[0], pages[1]
+
+
 def send(page: Page, text: str) -> None:
     page.fill("#message-input", text)
     page.press("#message-input", "Enter")
@@ -35,12 +46,8 @@ def send_private(page: Page, to: str, text: str) -> None:
 
 
 def test_two_users_chat_and_markup_stays_text(live_server, new_page, make_user):
-    make_user("alice")
-    make_user("bob")
     problems: list[str] = []
-    alice, bob = new_page(), new_page()
-    open_chat(alice, live_server, "alice", problems)
-    open_chat(bob, live_server, "bob", problems)
+    alice, bob = alice_and_bob(live_server, new_page, make_user, problems)
     expect(alice.locator("#presence li")).to_have_text(["alice", "bob"])
     expect(alice.locator("#messages .rt-note").last).to_have_text("bob joined")
 
@@ -60,12 +67,8 @@ def test_two_users_chat_and_markup_stays_text(live_server, new_page, make_user):
 
 def test_errors_clear_and_a_reload_keeps_rooms_and_private_talks(live_server, new_page,
                                                                   make_user):
-    make_user("alice")
-    make_user("bob")
     problems: list[str] = []
-    alice, bob = new_page(), new_page()
-    open_chat(alice, live_server, "alice", problems)
-    open_chat(bob, live_server, "bob", problems)
+    alice, bob = alice_and_bob(live_server, new_page, make_user, problems)
     alice.fill("#room-input", "red")
     alice.click("#join-form button")
     expect(alice.locator("#room-tabs [role=tab]")).to_have_text(["lobby", "red"])
