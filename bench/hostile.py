@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,9 +28,11 @@ import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from live import PY, Server, free_port, setup_livecrud  # noqa: E402
+
 from tests.raw_ws import RawWebSocket  # noqa: E402
 
-PY = sys.executable
 NS = "/users"
 EIO_WS = "/socket.io/?EIO=4&transport=websocket"
 
@@ -165,30 +164,11 @@ def stampede_case(url: str, token: str, clients: int = 50) -> str:
         f" ({len(failures)} failed: {failures[0]})" if failures else "")
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen, str, str]:
-    env = {**os.environ, "INSTANCE_PATH": str(workdir), "SECRET_KEY": "bench-only",
-           "DATABASE_URL": f"sqlite:///{workdir}/bench.sqlite", "FLASK_CONFIG": "production"}
-
-    def flask(*args: str) -> str:
-        return subprocess.run([PY, "-m", "flask", *args], cwd=ROOT, env=env, check=True,
-                              capture_output=True, text=True).stdout.strip()
-
-    flask("db", "upgrade")
-    flask("users", "create", "bench", "--email", "bench@example.com", "--password",
-          "bench-password", "--admin")
-    token = flask("tokens", "issue", "bench")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([PY, "manage.py", "run", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}", token
+def start_server(workdir: Path) -> tuple[Server, str]:
+    """``manage.py run`` on a fresh SQLite database (bench/live.py's set-up), and a token."""
+    env, token, _ = setup_livecrud(workdir, 0)
+    port = free_port()
+    return Server([PY, "manage.py", "run", "--port", str(port)], port, env), token
 
 
 def main() -> None:
@@ -197,11 +177,12 @@ def main() -> None:
     parser.add_argument("--token", help="an API token of that server's admin")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = None
+        server = None
         if args.url:
             url, token = args.url.rstrip("/"), args.token
         else:
-            proc, url, token = start_server(Path(tmp))
+            server, token = start_server(Path(tmp))
+            url = server.url
         port = int(url.rsplit(":", 1)[1])
         victim = Victim(url, token)
         try:
@@ -210,9 +191,8 @@ def main() -> None:
             run_case(victim, "stampede", lambda: stampede_case(url, token))
         finally:
             victim.stop()
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":
