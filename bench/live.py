@@ -13,11 +13,13 @@ machines drift by a third from run to run; the ratios much less).
     .venv/bin/python bench/live.py --clients 5000 --no-bare
     .venv/bin/python bench/live.py --clients 1000 --burst 200 --writer sql
     .venv/bin/python bench/live.py --clients 1000 --views 50 --users 2000 --events 10
+    .venv/bin/python bench/live.py --clients 1000 --views 50 --users 2000 --burst 200
 
 With ``--views V`` the clients follow live views instead of the plain stream: client i
 shows page ``i % V + 1`` of the list sorted by username (20 a page) of ``--users`` users,
 and each change renames the user of the last page so that it moves to the first page:
-every view changes, every client gets a ``view`` event.
+every view changes, every client gets a ``view`` event. A view event lists the changes
+that caused it (``changes``): each listed change is one delivery, timed from its commit.
 """
 
 from __future__ import annotations
@@ -216,16 +218,22 @@ def sql_loop(database: Path, user_id: int, times: list[float]) -> None:
     conn.close()
 
 
-def views_run(clients: int, events: int, interval: float, views: int, users: int) -> dict:
-    """Clients on ``views`` pages of one list; each change moves a row to page 1."""
+def views_run(clients: int, events: int, interval: float, rate: float | None, views: int,
+              users: int, writers: int = 8) -> dict:
+    """Clients on ``views`` pages of one list; each change moves the list's last row to
+    page 1. At ``rate`` changes a second, ``writers`` threads rename the last users in
+    turn (a precomputed order, so no two renames race for the same row)."""
+    if rate and events > users:
+        raise SystemExit(f"--users must be at least the burst's {events} changes")
     with tempfile.TemporaryDirectory() as tmp:
         env, token, _ = setup_livecrud(Path(tmp), 0)
         seed_users(Path(tmp) / "bench.sqlite", users)
         port = free_port()
         server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
+        auth = {"Authorization": f"Bearer {token}"}
         try:
-            def fire() -> None:
-                http = Http(port, {"Authorization": f"Bearer {token}"})
+            def one_by_one() -> None:
+                http = Http(port, auth)
                 for n in range(events):
                     last = http.call("GET", "/api/users?sort=-username&per_page=1")["items"][0]
                     http.call("PATCH", f"/api/users/{last['id']}",
@@ -233,10 +241,33 @@ def views_run(clients: int, events: int, interval: float, views: int, users: int
                     time.sleep(interval)
                 http.close()
 
+            def burst() -> None:
+                http = Http(port, auth)
+                last = [user for page in range(1, events // 100 + 2) for user in http.call(
+                    "GET", f"/api/users?sort=-username&per_page=100&page={page}")["items"]]
+                http.close()
+                start = time.monotonic() + 0.2
+                # Change n renames the n-th last user to a name before every other one.
+                plan = [(start + n / rate, user, f"a{n:05d}")
+                        for n, user in enumerate(last[:events])]
+
+                def rename(jobs: list) -> None:
+                    http = Http(port, auth)
+                    for at, user, name in jobs:
+                        time.sleep(max(0.0, at - time.monotonic()))
+                        http.call("PATCH", f"/api/users/{user['id']}",
+                                  {"username": name, "version": user["version"]})
+                    http.close()
+
+                with ThreadPoolExecutor(writers) as pool:
+                    for f in [pool.submit(rename, plan[w::writers]) for w in range(writers)]:
+                        f.result()
+
             pages = [{"sort": "username", "page": p, "per_page": 20} for p in range(1, views + 1)]
             return measure(server, clients, {"namespace": "/users", "event": "view",
                                              "token": token, "subscribe": True,
-                                             "views": pages}, fire, events)
+                                             "views": pages}, burst if rate else one_by_one,
+                           events)
         finally:
             server.stop()
 
@@ -296,8 +327,9 @@ def main() -> None:
         bare = None if args.no_bare else bare_run(n, events, 1 / args.burst if args.burst
                                                    else args.interval)
         if args.views:
-            ours = views_run(n, events, args.interval, args.views, args.users)
-            what = f"{events} changes, {args.views} views of {args.users} users"
+            ours = views_run(n, events, args.interval, args.burst, args.views, args.users)
+            what = f"{events} changes, {args.views} views of {args.users} users" + (
+                f" at {args.burst:g}/s" if args.burst else "")
         else:
             ours = livecrud_run(n, events, args.interval, args.burst, args.writer)
             what = f"{events} changes through {args.writer}" + (

@@ -56,10 +56,10 @@ function open(index, opts) {
       resolve(socket);
     });
     if (opts.event === "view") {
-      // A view event lists the changes that caused it: time it from the newest one.
+      // A view event lists the changes that caused it (the last 20): each is one
+      // delivery, timed from its own commit.
       socket.on("view", (v) => {
-        const last = v.changes?.[v.changes.length - 1];
-        if (last) record(index, v.cursor, commitTime(last));
+        for (const c of v.changes || []) record(index, c.cursor, commitTime(c));
       });
     } else if (opts.event === "changes") {
       const one = (c) => record(index, c.cursor, commitTime(c));

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from app.auth.tokens import issue_token
 from app.extensions import db
+from app.users.listing import Listing
 from app.users.service import delete_user, update_user
 from tests.conftest import BOTH_DATABASES
 
@@ -287,3 +288,23 @@ def test_a_bulk_deactivation_still_closes_the_connected_users_sockets(app, conne
     outside.close()
     poll(app)
     assert not bob_socket.is_connected(NS)
+
+
+@BOTH_DATABASES
+def test_a_page_read_takes_only_rows_of_an_unknown_version_from_the_database(app, make_user):
+    """A live page is re-read as ids and versions; only changed users are read whole."""
+    for name in names(6):
+        make_user(name)
+    listing = Listing(sort="username", per_page=4)
+    known = {u["id"]: u for u in listing.payloads()}
+    changed, same = list(known.values())[:2]
+    # Plain SQL: the version is bumped by the database, as for any writer.
+    db.session.execute(text("UPDATE users SET email = 'changed@example.com' WHERE id = :id"),
+                       {"id": changed["id"]})
+    db.session.commit()
+    known[same["id"]] = kept = dict(same)
+    read = listing.payloads(known=known)
+    assert read == listing.payloads()  # what a full read answers
+    assert read[0]["email"] == "changed@example.com"
+    assert read[0]["version"] == changed["version"] + 1
+    assert read[1] is kept  # its version was known: not read again

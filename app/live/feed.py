@@ -295,7 +295,10 @@ class Feed:
                 # Pages of one filter share their total; one unseen change recounts it.
                 recount = any(page.recount for page in pages)
                 totals[key] = listing.count() if recount else pages[0].total
-            users = listing.payloads(offset, limit, totals[key])
+            known = {}  # rows the pages hold: only users changed since are read whole
+            for page in pages:
+                known.update(page.rows)
+            users = listing.payloads(offset, limit, totals[key], known)
             for page in pages:
                 page.total = totals[key]
                 start = page.listing.offset - offset

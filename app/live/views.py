@@ -50,23 +50,31 @@ class Page:
         return {"cursor": self.cursor if cursor is None else cursor, "total": self.total,
                 "ids": list(self.ids), "rows": [self.rows[i] for i in self.ids]}
 
-    def could_change(self, before: dict[str, Any] | None, after: dict[str, Any] | None,
-                     user_id: int) -> bool:
-        """Whether a change of one user (its rows before and after) can alter this page."""
-        listing = self.listing
-        was, now = listing.matches(before), listing.matches(after)
-        if not (was or now):
+    def could_change(self, user_id: int, before: tuple | None, after: tuple | None,
+                     bounds: tuple[tuple, tuple] | None) -> bool:
+        """Whether a change of one user can alter this page: ``before`` and ``after`` are
+        the list's sort values of the user's rows (None where the filter does not select
+        it), ``bounds`` those of the page's first and last users (``bounds()``)."""
+        if before is None and after is None:
             return False
-        if user_id in self.rows or len(self.ids) < listing.per_page:
+        if bounds is None or user_id in self.rows:
             return True
-        first, last = self.rows[self.ids[0]], self.rows[self.ids[-1]]
-        if was and now and before is not None and after is not None:
-            if listing.sort_value(before) == listing.sort_value(after):
+        compare = self.listing.compare_values
+        first, last = bounds
+        if before is not None and after is not None:
+            if before == after:
                 return False  # it stays where it is, on another page
-            if listing.compare(before, first) < 0 and listing.compare(after, first) < 0:
+            if compare(before, first) < 0 and compare(after, first) < 0:
                 return False  # it moves within the pages before this one
-        return any(side is not None and matched and listing.compare(side, last) < 0
-                   for side, matched in ((before, was), (after, now)))
+        return any(side is not None and compare(side, last) < 0 for side in (before, after))
+
+    def bounds(self) -> tuple[tuple, tuple] | None:
+        """The sort values of the first and last users of a full page (None when it is
+        not full: any selected change may then alter it)."""
+        if len(self.ids) < self.listing.per_page:
+            return None
+        sort_value = self.listing.sort_value
+        return sort_value(self.rows[self.ids[0]]), sort_value(self.rows[self.ids[-1]])
 
 
 class ViewRegistry:
@@ -127,21 +135,27 @@ class ViewRegistry:
 
     def absorb(self, changes: list[tuple[int, int, dict | None, dict | None, dict]]) -> None:
         """Note what ``changes`` (cursor, user id, row before, row after, payload) do to
-        each page: which pages they can alter, and how each list's total moves."""
-        by_filter: dict[tuple, list[Page]] = defaultdict(list)
+        each page: which pages they can alter, and how each list's total moves. Each
+        change's sort values are worked out once per list, each page's bounds once."""
+        lists: dict[tuple, list[Page]] = defaultdict(list)
         for page in self.pages.values():
-            by_filter[page.listing.filter_key].append(page)
-        for pages in by_filter.values():
+            lists[page.listing.order_key].append(page)
+        entries = [listed(payload) for *_, payload in changes]
+        for pages in lists.values():
             listing = pages[0].listing
-            for cursor, user_id, before, after, payload in changes:
-                delta = int(listing.matches(after)) - int(listing.matches(before))
+            bounds = {id(page): page.bounds() for page in pages}
+            for (cursor, user_id, before, after, _), entry in zip(changes, entries, strict=True):
+                was, now = listing.sort_values(before), listing.sort_values(after)
+                if was is None and now is None:
+                    continue  # neither side in this list
+                delta = (now is not None) - (was is not None)
                 for page in pages:
                     if cursor <= page.cursor or page.recount:
                         continue
                     page.total += delta
-                    if page.could_change(before, after, user_id):
+                    if page.could_change(user_id, was, now, bounds[id(page)]):
                         page.stale = True
-                        page.changes.append(payload)
+                        page.changes.append(entry)
 
     def mark_all(self) -> None:
         """Too many changes to look at one by one (a bulk write): re-read every page."""
@@ -168,6 +182,12 @@ class ViewRegistry:
                     event["changes"] = page.changes[-MAX_LISTED_CHANGES:]
                 page.changes = []
                 self.emit(page, event)
+
+
+def listed(change: dict[str, Any]) -> dict[str, Any]:
+    """A change as a view event lists it: without its ``row`` (the page's own rows are in
+    the event's ``rows``, and a client needs no other)."""
+    return {key: value for key, value in change.items() if key != "row"}
 
 
 def diff(page: Page, cursor: int, total: int, users: list[dict[str, Any]]) -> dict | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from flask_sqlalchemy.pagination import Pagination
@@ -162,17 +163,17 @@ class Listing:
 
     # --- its parts -----------------------------------------------------------------------
 
-    @property
+    @cached_property
     def keys(self) -> list[tuple[str, bool]]:
         """The sort as ``[(field, descending)]``, the id tie included."""
         return _sort_keys(self.sort) or [("id", False)]
 
-    @property
+    @cached_property
     def filter_key(self) -> tuple[str, str | None, bool | None]:
         """What selects the rows; views with the same one have the same ``total``."""
         return (fold(self.q), self.role, self.active)
 
-    @property
+    @cached_property
     def order_key(self) -> tuple[Any, ...]:
         """What orders the rows; views with the same one are pages of one list."""
         return (*self.filter_key, tuple(self.keys))
@@ -259,13 +260,41 @@ class Listing:
         return [users[i] for i in ids if i in users]
 
     def payloads(self, offset: int | None = None, limit: int | None = None,
-                 total: int | None = None) -> list[dict]:
-        """Like ``rows``, as the public dicts, read without building ORM objects."""
+                 total: int | None = None, known: Mapping[int, dict] | None = None
+                 ) -> list[dict]:
+        """Like ``rows``, as the public dicts, read without building ORM objects.
+
+        With ``known`` (payloads by id, e.g. a live page's rows), the page is read as ids
+        and versions, and only the users whose version is not known are read whole: a
+        version bump comes with every change of a row, so an equal version is an equal
+        row."""
         columns = [getattr(User, name) for name in USER_FIELDS]
-        query = self.page_select(offset, limit, total, *columns)
+        if not known:
+            query = self.page_select(offset, limit, total, *columns)
+            return [] if query is None else [user_payload(row) for row in read_all(query)]
+        query = self.page_select(offset, limit, total, User.id, User.version)
         if query is None:
             return []
-        return [user_payload(row) for row in read_all(query)]
+        order = [(row["id"], row["version"]) for row in read_all(query)]
+        wanted = [i for i, version in order if known.get(i, {}).get("version") != version]
+        fresh = {}
+        for start in range(0, len(wanted), 500):
+            rows = read_all(select(*columns).where(User.id.in_(wanted[start:start + 500])))
+            fresh.update((row["id"], user_payload(row)) for row in rows)
+        return [fresh[i] if i in fresh else known[i] for i, _ in order
+                if i in fresh or i in known]
+
+    def sort_values(self, row: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+        """``sort_value`` of a row the filter selects, else None."""
+        return self.sort_value(row) if self.matches(row) else None
+
+    def compare_values(self, x: tuple[Any, ...], y: tuple[Any, ...]) -> int:
+        """``compare`` of two ``sort_value`` results."""
+        for (_, descending), a, b in zip(self.keys, x, y, strict=True):
+            if a != b:
+                order = -1 if a < b else 1
+                return -order if descending else order
+        return 0
 
     def count(self) -> int:
         """How many users match (every page): from the maintained counts without a
@@ -306,12 +335,8 @@ class Listing:
 
     def compare(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
         """-1, 0 or 1: where ``a`` comes relative to ``b`` in this list."""
-        for (_, descending), x, y in zip(self.keys, self.sort_value(a), self.sort_value(b),
-                                         strict=True):
-            if x != y:
-                order = -1 if x < y else 1
-                return -order if descending else order
-        return 0
+        return self.compare_values(self.sort_value(a), self.sort_value(b))
+
 
 class ListingPagination(Pagination):
     """Flask-SQLAlchemy's pagination (page links and all) of a ``Listing``: its rows and
