@@ -18,8 +18,8 @@ machines drift by a third from run to run; the ratios much less).
 With ``--views V`` the clients follow live views instead of the plain stream: client i
 shows page ``i % V + 1`` of the list sorted by username (20 a page) of ``--users`` users,
 and each change renames the user of the last page so that it moves to the first page:
-every view changes, every client gets a ``view`` event. A view event lists the changes
-that caused it (``changes``): each listed change is one delivery, timed from its commit.
+every view changes, every client gets a ``view`` event. A view event delivers every
+change up to its cursor: each is one delivery, timed from its commit in the change log.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -131,8 +132,12 @@ class Server:
         self.proc.wait(30)
 
 
-def measure(server: Server, clients: int, connect: dict, fire, count: int) -> dict:
-    """Connect the swarm, fire ``count`` events through ``fire``, report the deliveries."""
+def measure(server: Server, clients: int, connect: dict, fire, count: int,
+            commits=None) -> dict:
+    """Connect the swarm, fire ``count`` events through ``fire``, report the deliveries.
+
+    ``commits(after)``, for view clients: the changes after cursor ``after`` as
+    ``[[cursor, commit time in ms]...]``, sent to the swarm before each report."""
     swarm = Swarm()
     try:
         rss_before = rss_kb(server.proc.pid)
@@ -140,15 +145,22 @@ def measure(server: Server, clients: int, connect: dict, fire, count: int) -> di
         time.sleep(1)
         rss_after = rss_kb(server.proc.pid)
         cpu_before = cpu_seconds(server.proc.pid)
+        start = commits(-1)[-1][0] if commits else 0
+
+        def report() -> dict:
+            if commits:
+                swarm.proc.stdin.write(f"commits {json.dumps(commits(start))}\n")
+            return swarm.ask("report")
+
         fire()
         expected = count * clients
         deadline = time.monotonic() + 30
-        result = swarm.ask("report")
+        result = report()
         delivered = result["delivered"]
         latencies = [result]
         while delivered < expected and time.monotonic() < deadline:
             time.sleep(0.5)
-            more = swarm.ask("report")
+            more = report()
             delivered += more["delivered"]
             latencies.append(more)
         cpu = cpu_seconds(server.proc.pid) - cpu_before
@@ -218,6 +230,19 @@ def sql_loop(database: Path, user_id: int, times: list[float]) -> None:
     conn.close()
 
 
+def commit_times(database: Path, after: int) -> list[list[float]]:
+    """``[cursor, commit time in ms]`` of every change after ``after`` (the last one
+    when ``after`` is -1), from the change log."""
+    conn = sqlite3.connect(database)
+    query = ("SELECT cursor, created_at FROM user_changes ORDER BY cursor DESC LIMIT 1"
+             if after < 0 else
+             "SELECT cursor, created_at FROM user_changes WHERE cursor > ? ORDER BY cursor")
+    rows = conn.execute(query, () if after < 0 else (after,)).fetchall()
+    conn.close()
+    return [[cursor, datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp() * 1000]
+            for cursor, at in rows]
+
+
 def views_run(clients: int, events: int, interval: float, rate: float | None, views: int,
               users: int, writers: int = 8) -> dict:
     """Clients on ``views`` pages of one list; each change moves the list's last row to
@@ -237,7 +262,7 @@ def views_run(clients: int, events: int, interval: float, rate: float | None, vi
                 for n in range(events):
                     last = http.call("GET", "/api/users?sort=-username&per_page=1")["items"][0]
                     http.call("PATCH", f"/api/users/{last['id']}",
-                              {"username": f"a{n:05d}", "version": last["version"]})
+                              {"username": f"a{99999 - n:05d}", "version": last["version"]})
                     time.sleep(interval)
                 http.close()
 
@@ -247,8 +272,9 @@ def views_run(clients: int, events: int, interval: float, rate: float | None, vi
                     "GET", f"/api/users?sort=-username&per_page=100&page={page}")["items"]]
                 http.close()
                 start = time.monotonic() + 0.2
-                # Change n renames the n-th last user to a name before every other one.
-                plan = [(start + n / rate, user, f"a{n:05d}")
+                # Change n renames the n-th last user to a name before every other one: each
+                # lands at the top of page 1 and shifts every page by one row.
+                plan = [(start + n / rate, user, f"a{99999 - n:05d}")
                         for n, user in enumerate(last[:events])]
 
                 def rename(jobs: list) -> None:
@@ -267,7 +293,7 @@ def views_run(clients: int, events: int, interval: float, rate: float | None, vi
             return measure(server, clients, {"namespace": "/users", "event": "view",
                                              "token": token, "subscribe": True,
                                              "views": pages}, burst if rate else one_by_one,
-                           events)
+                           events, partial(commit_times, Path(tmp) / "bench.sqlite"))
         finally:
             server.stop()
 

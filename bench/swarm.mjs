@@ -1,10 +1,14 @@
 // A swarm of Socket.IO clients for bench/live.py. Reads commands on stdin, one per line:
 //   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool,
 //            "views"?: [view...]}   (with views, client i follows views[i % views.length])
+//   commits [[cursor, commit time ms]...]   (views: the measured changes, in cursor order)
 //   report            -> prints one JSON line of latency/delivery stats, then resets them
 //   quit
 // Latency of one delivery = arrival time - the event's own timestamp (the change's
-// commit time "at", or the bare server's "t"), both on this machine's clock.
+// commit time "at", or the bare server's "t"), both on this machine's clock. A view
+// event delivers every change up to its cursor that the client had not seen: each is
+// timed from its own commit (sent by `commits`, read from the change log), listed in the
+// event or not.
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
@@ -13,6 +17,10 @@ let latencies = [];
 let delivered = 0;
 let outOfOrder = 0;
 let lastSeen = new Map();  // socket index -> last cursor/seq
+
+let commits = [];  // views: [cursor, commit time], in cursor order
+const arrivals = new Map();  // views: socket index -> [[cursor, arrival time]...] not yet counted
+const counted = new Map();  // views: socket index -> how many of `commits` it has delivered
 
 const now = () => performance.timeOrigin + performance.now();
 const send = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
@@ -56,10 +64,9 @@ function open(index, opts) {
       resolve(socket);
     });
     if (opts.event === "view") {
-      // A view event lists the changes that caused it (the last 20): each is one
-      // delivery, timed from its own commit.
       socket.on("view", (v) => {
-        for (const c of v.changes || []) record(index, c.cursor, commitTime(c));
+        if (!arrivals.has(index)) arrivals.set(index, []);
+        arrivals.get(index).push([v.cursor, now()]);
       });
     } else if (opts.event === "changes") {
       const one = (c) => record(index, c.cursor, commitTime(c));
@@ -86,7 +93,31 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+// Count the changes each view client's events delivered so far. An event whose cursor is
+// past the last known commit waits for the next report (its changes may be unknown yet).
+function countViews() {
+  const known = commits.length ? commits[commits.length - 1][0] : -1;
+  for (const [index, list] of arrivals) {
+    let k = counted.get(index) || 0;
+    let used = 0;
+    for (const [cursor, at] of list) {
+      if (cursor > known) break;
+      const last = lastSeen.get(index);
+      if (last !== undefined && cursor <= last) outOfOrder += 1;
+      lastSeen.set(index, cursor);
+      for (; k < commits.length && commits[k][0] <= cursor; k++) {
+        delivered += 1;
+        latencies.push(at - commits[k][1]);
+      }
+      used += 1;
+    }
+    counted.set(index, k);
+    list.splice(0, used);
+  }
+}
+
 function report() {
+  countViews();
   const sorted = Float64Array.from(latencies).sort();
   send({
     delivered, out_of_order: outOfOrder,
@@ -102,6 +133,7 @@ rl.on("line", async (line) => {
   const [command, ...rest] = line.split(" ");
   try {
     if (command === "connect") await connect(JSON.parse(rest.join(" ")));
+    else if (command === "commits") commits = JSON.parse(rest.join(" "));
     else if (command === "report") report();
     else if (command === "quit") {
       sockets.forEach((s) => s.disconnect());

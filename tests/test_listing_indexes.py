@@ -18,7 +18,7 @@ from app.models import User, parse_timestamp, utcnow
 from app.users import listing as listing_module
 from app.users.counts import count_where, table_counts
 from app.users.listing import SORTABLE, Listing
-from app.users.service import delete_user, update_user
+from app.users.service import DuplicateError, delete_user, same_username, update_user
 from config import database_url
 from tests.conftest import BOTH_DATABASES, ROOT
 from tests.test_migrations import drift
@@ -344,3 +344,21 @@ def test_pages_read_from_the_end_are_the_pages_read_from_the_start(app, monkeypa
         assert listing.rows(offset=total - 5, limit=20, total=total) == listing.rows(
             offset=total - 5, limit=20)
     assert Listing(role="admin", active=False).payloads(total=0) == []
+
+
+@BOTH_DATABASES
+def test_a_username_taken_in_another_case_is_found_by_the_index(app, make_user):
+    """Each create, rename and revert checks the username in any case: an index search,
+    not a scan of a million users."""
+    seed(BIG // 5)
+    taken = same_username("USER0001234")
+    text_plan = plan(db.select(db.func.count()).select_from(User).where(taken))
+    assert "ix_users_lower_username_id" in text_plan, text_plan
+    if db.engine.dialect.name == "sqlite":
+        assert "SEARCH" in text_plan and "SCAN" not in text_plan, text_plan
+    else:
+        assert "Seq Scan" not in text_plan, text_plan
+    bob = make_user("bob")
+    with pytest.raises(DuplicateError) as error:
+        update_user(bob, {"username": "useR0001234"}, bob.version)
+    assert error.value.errors == {"username": ["This username is already taken."]}

@@ -13,7 +13,13 @@ from app.extensions import db
 from app.live.capture import core_writes
 from app.live.changelog import WATCHED_FIELDS
 from app.models import User, UserChange, parse_timestamp, utcnow
-from app.users.service import DuplicateError, ServiceError, update_user, validate
+from app.users.service import (
+    DuplicateError,
+    ServiceError,
+    same_username,
+    update_user,
+    validate,
+)
 
 
 class NoSuchChangeError(ServiceError):
@@ -92,8 +98,7 @@ def _restore(user_id: int, wanted: dict[str, Any], row: dict[str, Any]) -> User:
 def _check_free(clean: dict[str, Any]) -> None:
     """DuplicateError when another user has the username (any case) or the email."""
     errors: dict[str, list[str]] = {}
-    if db.session.scalar(select(User.id).where(
-            func.lower(User.username) == clean["username"].lower())):
+    if db.session.scalar(select(User.id).where(same_username(clean["username"]))):
         errors["username"] = [f"The username {clean['username']} is taken now."]
     if db.session.scalar(select(User.id).where(User.email == clean["email"])):
         errors["email"] = [f"The email {clean['email']} is taken now."]

@@ -9,7 +9,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.sql.elements import ColumnElement
 
+from app.collation import ascii_order, fold
 from app.extensions import db
 from app.models import ROLES, User
 
@@ -250,14 +252,19 @@ def _check_unique(clean: dict[str, Any], exclude_id: int | None = None) -> None:
         column = getattr(User, field)
         value = clean[field]
         query = select(func.count()).select_from(User).where(
-            func.lower(column) == value.lower() if field == "username" else column == value
-        )
+            same_username(value) if field == "username" else column == value)
         if exclude_id is not None:
             query = query.where(User.id != exclude_id)
         if db.session.scalar(query):
             errors[field] = [f"This {field} is already taken."]
     if errors:
         raise DuplicateError(errors)
+
+
+def same_username(username: str) -> ColumnElement[bool]:
+    """The users whose username is ``username`` in any case (usernames are ASCII), as
+    the username sort index finds them: no scan of the table."""
+    return ascii_order(User.username) == fold(username)
 
 
 def _commit() -> None:
