@@ -126,6 +126,9 @@ class Config:
     # Subscribes per second and burst allowed to one connection.
     LIVE_SUBSCRIBE_RATE = float(os.environ.get("LIVE_SUBSCRIBE_RATE", 10))
     LIVE_SUBSCRIBE_BURST = int(os.environ.get("LIVE_SUBSCRIBE_BURST", 30))
+    # How often each process closes its sockets of ended login sessions (a logout on
+    # another process, read from the database: works while the message queue is down).
+    SESSION_SWEEP_SECONDS = float(os.environ.get("SESSION_SWEEP_SECONDS", 1.0))
     # The garbage collector's youngest-generation threshold in the gevent server
     # (manage.py; Python's default is 700).
     GC_GEN0_THRESHOLD = int(os.environ.get("GC_GEN0_THRESHOLD", 50_000))

@@ -203,6 +203,7 @@ def sockets(app: Flask):
 
     def open_socket(namespace: str, user: User, **kwargs):
         kwargs.setdefault("auth", {"token": issue_token(user)})
+        g.__dict__.clear()  # as for a request: no cached login of an earlier one
         sio = socketio.test_client(app, namespace=namespace, **kwargs)
         opened.append((sio, namespace))
         return sio

@@ -94,6 +94,29 @@ def test_logout_on_one_process_closes_that_sessions_sockets_on_the_other(cluster
             sock.close()
 
 
+@ON_POSTGRES
+def test_logout_closes_the_sessions_sockets_on_the_other_process_while_redis_is_down(
+        server_factory, redis_server, make_user):
+    """The queue's notice is lost while Redis is down: each process's sweep of the
+    database closes the sockets of the ended session all the same."""
+    redis = redis_server()
+    env = {"SOCKETIO_MESSAGE_QUEUE": redis.url(), "SOCKETIO_CHANNEL": "logout-outage"}
+    one, two = server_factory(env), server_factory(env)
+    make_user("carol")
+    http = browser_session(one.url, "carol")
+    theirs = [Socket(two.url, ns, cookie=http.cookies["session"]) for ns in ("/users", "/chat")]
+    try:
+        redis.stop()
+        page = http.get(f"{one.url}/", timeout=10).text
+        assert http.post(f"{one.url}/logout", data={"csrf_token": csrf(page)},
+                         timeout=10).status_code == 200
+        for sock in theirs:
+            assert sock.closed.wait(3), f"{sock.namespace} socket still open after 3 s"
+    finally:
+        for sock in theirs:
+            sock.close()
+
+
 def presences(sock: Socket) -> list[Any]:
     return [data for event, data in sock.events if event == "presence"]
 

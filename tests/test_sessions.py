@@ -73,3 +73,28 @@ def test_a_deactivated_users_sessions_stay_ended_after_reactivation(app, bob, us
     assert not logged_in(user_client)
     update_user(bob, {"active": True}, bob.version)
     assert not logged_in(unused)
+
+
+def login_as(app, username: str) -> FlaskClient:
+    client = app.test_client()
+    assert login(client, username).status_code == 302
+    return client
+
+
+def test_sockets_of_an_ended_session_close_at_the_next_sweep(app, bob, admin, user_client,
+                                                             sockets):
+    """A logout elsewhere (another process: only the database says so) closes the
+    sockets opened with that session; token sockets and other users' stay."""
+    from app.auth.sessions import end_sessions
+    from app.auth.sockets import close_ended_sessions
+
+    session_socket = sockets("/users", bob, auth=None, flask_test_client=user_client)
+    token_socket = sockets("/users", bob)
+    admins = sockets("/users", admin, auth=None, flask_test_client=login_as(app, "admin"))
+    assert session_socket.is_connected("/users")
+    assert close_ended_sessions() == 0  # nothing ended yet
+    assert session_socket.is_connected("/users")
+    end_sessions(bob.id)
+    assert close_ended_sessions() == 1
+    assert not session_socket.is_connected("/users")
+    assert token_socket.is_connected("/users") and admins.is_connected("/users")

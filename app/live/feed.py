@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, has_app_context
 from sqlalchemy.exc import DBAPIError
 
-from app.auth.sockets import disconnect_local, online_user_ids, user_room
+from app.auth.sockets import close_ended_sessions, disconnect_local, online_user_ids, user_room
 from app.extensions import db, socketio
 from app.live.changelog import (
     change_payload,
@@ -104,7 +104,7 @@ class Feed:
 
     def _run(self) -> None:
         config = self.app.config
-        sent_at = counted_at = 0.0
+        sent_at = counted_at = swept_at = 0.0
         failures = 0  # in a row: an outage is logged when it starts and when it ends
         while True:
             self._wake.wait(timeout=config["LIVE_POLL_INTERVAL"])
@@ -131,6 +131,9 @@ class Feed:
                             or now - counted_at >= config["LIVE_COUNTS_INTERVAL"]):
                         self.announce_counts()
                         counted_at = now
+                    if now - swept_at >= config["SESSION_SWEEP_SECONDS"]:
+                        close_ended_sessions()  # logouts on other processes, queue or not
+                        swept_at = now
                     self._maybe_prune()
                     if failures:
                         log.warning("live feed: resumed after %d failed polls", failures)
