@@ -24,6 +24,7 @@ from flask import Response, current_app, request
 from app.auth.tokens import bearer_token, user_for_token
 from app.chat import store
 from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close_socket
+from app.chat.relay import chat_relay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db
 from app.models import User
@@ -59,10 +60,12 @@ def serve(room: str) -> Response:
     # The live feed closes a deactivated user's sockets: make sure it runs here too.
     if (feed := current_app.extensions.get("live_feed")) is not None:
         feed.start()
-    db.session.remove()  # the connection may live for hours: give the DB connection back
-    hub = chat_hub()
+    hub, relay = chat_hub(), chat_relay()
+    relay.start(current_app._get_current_object())
     bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws)
-    hub.join(bridge.conn, me["username"], room, bridge)
+    # No history is sent here: every message after this one comes as a frame.
+    relay.open_room(room, lambda: hub.join(bridge.conn, me["username"], room, bridge))
+    db.session.remove()  # the connection may live for hours: give the DB connection back
     bucket = TokenBucket()
     try:
         while not ws.closed and (frame := ws.receive()) is not None:
@@ -104,6 +107,8 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         bucket.check()
         message, new = store.save_message(me["id"], text, room=room, client_id=cid)
         out = message.to_dict()
+        if new:
+            chat_relay().send(message)
     except ClientError as exc:
         return {"error": str(exc)}
     except AccountGone:
@@ -114,7 +119,4 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         return {"error": "internal server error"}
     finally:
         db.session.remove()
-    if not new:
-        return out
-    chat_hub().publish(out)
-    return None
+    return None if new else out
