@@ -173,13 +173,15 @@ class ChatRelay:
         Redis is away: a handler never waits on Redis.
         """
         env = envelope(message)
-        delivered = self.offer(env)
+        delivered = self.offer(env, mark=False)
         if self.cluster is not None:
             self.cluster.notify_retrying("chat", self.republish_seconds, **env)
         return delivered
 
-    def offer(self, env: Envelope) -> bool:
-        """Deliver ``env`` if it is the stream's next message here (see the module doc)."""
+    def offer(self, env: Envelope, mark: bool = True) -> bool:
+        """Deliver ``env`` if it is the stream's next message here (see the module doc);
+        a private message that reached its recipient is marked delivered (in the
+        background) unless ``mark`` is False, and True is returned."""
         key, message = env["stream"], env["message"]
         stream = self._stream_for(key)
         if stream is None:
@@ -195,7 +197,9 @@ class ChatRelay:
                 return False
             delivered = self._deliver(stream, env)
             self._drain(key, stream)
-            return delivered
+        if delivered and mark:
+            self._mark_later([message["id"]])
+        return delivered
 
     def _drain(self, key: str, stream: Stream) -> None:
         """Deliver the early messages that are next now (the stream's lock held)."""
