@@ -100,7 +100,8 @@ class Config:
     SOCKETIO_QUEUE_PING_SECONDS = float(os.environ.get("SOCKETIO_QUEUE_PING_SECONDS", 1))
     SOCKETIO_QUEUE_RETRY_SECONDS = float(os.environ.get("SOCKETIO_QUEUE_RETRY_SECONDS", 1))
     # Chat: seconds between two checks of every followed stream against the database
-    # (a sender that died before publishing), and while the queue is down (chat then
+    # (a sender that died before publishing; 0: no filler task, with or without a
+    # queue, so gaps wait for the next message), and while the queue is down (chat then
     # crosses processes through the database); seconds a chat message is published
     # again while Redis is away (receivers drop repeats by seq).
     CHAT_SWEEP_SECONDS = float(os.environ.get("CHAT_SWEEP_SECONDS", 5))
@@ -163,6 +164,7 @@ class TestingConfig(Config):
     # In-process tests are not monkey-patched; the follower is driven by the tests.
     SOCKETIO_ASYNC_MODE = "threading"
     LIVE_FEED_ENABLED = False
+    CHAT_SWEEP_SECONDS = 0  # chat's filler too (the tests call ChatRelay.fill)
 
 
 class ProductionConfig(Config):

@@ -22,7 +22,6 @@ def listen_for_chat(app: Flask, cluster: ClusterManager) -> None:
     """Give the other processes' chat messages to this process's relay."""
     relay = socketio.server.namespace_handlers[NAMESPACE].relay
     relay.cluster = cluster
-    relay.sweep_seconds = app.config["CHAT_SWEEP_SECONDS"]
     relay.catchup_seconds = app.config["CHAT_CATCHUP_SECONDS"]
     relay.republish_seconds = app.config["CHAT_REPUBLISH_SECONDS"]
 

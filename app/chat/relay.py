@@ -77,24 +77,25 @@ class ChatRelay:
         self.sweep_now = False
         self.app: Flask | None = None
         self.cluster: Any = None  # the ClusterManager, when there is a queue
-        self.sweep_seconds = 5.0
+        self.sweep_seconds = 0.0  # from the app's config at start
         self.catchup_seconds = 1.0
         self.republish_seconds = 10.0
 
     # --- who is here ---------------------------------------------------------------
 
     def start(self, app: Flask) -> None:
-        """Start the filler once per process (with a queue; alone, every message is
-        offered here by its own handler)."""
+        """Start the filler once per process (and the queue's listener, which a process
+        with plain WebSockets only would otherwise never start)."""
         with self.lock:
             if self.app is not None:
                 return
             self.app = app
-        if self.cluster is not None:
-            server = socketio.server
-            if not server.manager_initialized:  # plain WebSockets only so far
-                server.manager_initialized = True
-                server.manager.initialize()
+            self.sweep_seconds = app.config["CHAT_SWEEP_SECONDS"]
+        server = socketio.server
+        if self.cluster is not None and not server.manager_initialized:
+            server.manager_initialized = True
+            server.manager.initialize()
+        if self.sweep_seconds > 0:
             socketio.start_background_task(self._fill_forever)
 
     def open_room(self, room: str, enter: Callable[[], None]) -> int:
@@ -269,12 +270,11 @@ class ChatRelay:
         assert self.app is not None
         next_sweep = time.monotonic()
         while True:
-            healthy = self.cluster.healthy
-            self.wake.wait(self.catchup_seconds if not healthy
+            self.wake.wait(self.catchup_seconds if not self._healthy()
                            else max(0.0, next_sweep - time.monotonic()))
             self.wake.clear()
             gaps, self.gaps = self.gaps, set()
-            deep, self.sweep_now = self.sweep_now or not self.cluster.healthy, False
+            deep, self.sweep_now = self.sweep_now or not self._healthy(), False
             sweep = deep or time.monotonic() >= next_sweep
             if sweep:
                 next_sweep = time.monotonic() + self.sweep_seconds
@@ -286,6 +286,9 @@ class ChatRelay:
                     self.gaps |= gaps
                 finally:
                     db.session.remove()
+
+    def _healthy(self) -> bool:
+        return self.cluster is None or self.cluster.healthy
 
     def fill(self, keys: Iterable[str], *, sweep: bool = False, deep: bool = False) -> None:
         """Deliver from the database what this process missed of ``keys`` (of every
