@@ -2,8 +2,9 @@
 
 Under ``python manage.py run`` gevent-websocket upgrades the request before the view
 runs and puts the socket in ``environ["wsgi.websocket"]``; other servers get a 400.
-Frames in: ``{"text": ..., "id"?: ...}``; frames out: room messages ``{"room", "user",
-"text", "ts", ...}`` and ``{"error": reason}`` answers.
+Frames in: ``{"text": ..., "id"?: ...}``; frames out: the room's messages from every
+process (``{"id", "seq", "room", "user", "text", "ts", ...}``, by ``app.chat.relay``)
+and ``{"error": reason}`` answers.
 
 A deactivated or deleted user's socket is closed with 1008 "account deactivated": at
 once by ``app.chat.hub.close_user_bridges`` (called with the Socket.IO disconnections),
