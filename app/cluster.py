@@ -136,7 +136,7 @@ class ClusterManager(socketio.RedisManager):
         elif self.healthy and not was:
             down = time.monotonic() - (self.down_since or time.monotonic())
             self.down_since = None
-            log.info("message queue: back after %.1f s", down)
+            log.warning("message queue: back after %.1f s", down)
             for callback in self.recovered:
                 self.server.start_background_task(callback)
 
@@ -146,15 +146,17 @@ class ClusterManager(socketio.RedisManager):
         normal); a ping watcher finds a hung Redis."""
         options = {**self.redis_options, "socket_timeout": None}
         while True:
+            pubsub = redis.Redis.from_url(self.redis_url, **options).pubsub(
+                ignore_subscribe_messages=True)
             try:
-                pubsub = redis.Redis.from_url(self.redis_url, **options).pubsub(
-                    ignore_subscribe_messages=True)
                 pubsub.subscribe(self.channel)
                 self._set_state(listening=True)
                 yield from pubsub.listen()
             except Exception as exc:  # noqa: BLE001 - reconnect whatever went wrong
                 log.warning("message queue: cannot receive (%s); retrying in %g s",
                             exc, self.retry_seconds)
+            finally:
+                pubsub.close()
             self._set_state(listening=False)
             time.sleep(self.retry_seconds)
 

@@ -21,64 +21,31 @@ that moment is new, so all of it is delivered.
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 from flask import Flask
 from sqlalchemy import update
 
 from app.chat import store
+from app.chat.filler import StreamFiller
 from app.chat.hub import NAMESPACE, ChatHub
-from app.chat.streams import private_parties, room_stream
+from app.chat.streams import Envelope, Stream, envelope, private_parties, room_stream
 from app.extensions import db, socketio
 from app.models import ChatMessage, utcnow
 
-log = logging.getLogger("app.realtime")
-RECENT_IDS = 256
-FILL_BATCH = 500
 
-Envelope = dict[str, Any]  # {"stream", "recipient_id", "message": the payload}
-
-
-def envelope(message: ChatMessage) -> Envelope:
-    return {"stream": message.stream, "recipient_id": message.recipient_id,
-            "message": message.to_dict()}
-
-
-@dataclass(eq=False)
-class Stream:
-    """What this process delivered of one stream."""
-
-    last: int | None  # None while its head is being read
-    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_IDS))
-    early: dict[int, Envelope] = field(default_factory=dict)  # seq -> not yet deliverable
-    reached: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_IDS))  # by a
-    # private recipient's socket here
-    opening: int = 0  # joins in progress (the stream is not pruned meanwhile)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class ChatRelay:
-    """The streams of this process, their delivery, and the filler task."""
+class ChatRelay(StreamFiller):
+    """The streams of this process and their delivery (the filler task: ``StreamFiller``)."""
 
     def __init__(self, hub: ChatHub, namespace: str = NAMESPACE) -> None:
+        super().__init__()
         self.hub = hub
         self.namespace = namespace
         self.lock = threading.Lock()  # guards ``streams`` and ``users``
         self.streams: dict[str, Stream] = {}
         self.users: dict[int, bool] = {}  # tracked user id -> still reading their heads
-        self.gaps: set[str] = set()
-        self.wake = threading.Event()
-        self.sweep_now = False
         self.app: Flask | None = None
-        self.cluster: Any = None  # the ClusterManager, when there is a queue
-        self.sweep_seconds = 0.0  # from the app's config at start
-        self.catchup_seconds = 1.0
         self.republish_seconds = 10.0
 
     # --- who is here ---------------------------------------------------------------
@@ -254,89 +221,6 @@ class ChatRelay:
                 db.session.commit()
             finally:
                 db.session.remove()
-
-    # --- filling from the database -----------------------------------------------------
-
-    def _gap(self, key: str) -> None:
-        self.gaps.add(key)
-        self.wake.set()
-
-    def recover(self) -> None:
-        """The queue is back: sweep at once, new conversations included."""
-        self.sweep_now = True
-        self.wake.set()
-
-    def _fill_forever(self) -> None:
-        assert self.app is not None
-        next_sweep = time.monotonic()
-        while True:
-            self.wake.wait(self.catchup_seconds if not self._healthy()
-                           else max(0.0, next_sweep - time.monotonic()))
-            self.wake.clear()
-            gaps, self.gaps = self.gaps, set()
-            deep, self.sweep_now = self.sweep_now or not self._healthy(), False
-            sweep = deep or time.monotonic() >= next_sweep
-            if sweep:
-                next_sweep = time.monotonic() + self.sweep_seconds
-            with self.app.app_context():
-                try:
-                    self.fill(gaps, sweep=sweep, deep=deep)
-                except Exception:  # noqa: BLE001 - the database may be away: next round
-                    log.exception("chat: filling from the database failed")
-                    self.gaps |= gaps
-                finally:
-                    db.session.remove()
-
-    def _healthy(self) -> bool:
-        return self.cluster is None or self.cluster.healthy
-
-    def fill(self, keys: Iterable[str], *, sweep: bool = False, deep: bool = False) -> None:
-        """Deliver from the database what this process missed of ``keys`` (of every
-        stream, for a sweep; of new conversations of its users too, for a deep one)."""
-        keys = set(keys)
-        if sweep:
-            self._prune()
-            if deep:
-                with self.lock:
-                    users = list(self.users)
-                for key in store.conversations_of(users, received_only=True):
-                    self._stream_for(key)
-            with self.lock:
-                known = {k: s.last for k, s in self.streams.items() if s.last is not None}
-            keys |= {k for k, head in store.heads(list(known)).items() if head > known[k]}
-        for key in keys:
-            while (stream := self.streams.get(key)) is not None and stream.last is not None:
-                rows = store.after(key, stream.last, FILL_BATCH)
-                envs = [envelope(m) for m in rows]
-                db.session.rollback()
-                delivered = []
-                with stream.lock:
-                    for env in envs:
-                        message = env["message"]
-                        new = message["seq"] > stream.last and message["id"] not in stream.recent
-                        if new and self._deliver(stream, env):
-                            delivered.append(message["id"])
-                    self._drain(key, stream)
-                self._mark_later(delivered)
-                if len(rows) < FILL_BATCH:
-                    break
-
-    def _prune(self) -> None:
-        """Forget the users without a chat socket here, and the streams nobody here follows."""
-        from app.auth.sockets import user_room
-
-        manager = socketio.server.manager
-        with self.lock:
-            for user_id, loading in list(self.users.items()):
-                if not loading and not any(True for _ in manager.get_participants(
-                        self.namespace, user_room(user_id))):
-                    del self.users[user_id]
-            for key, stream in list(self.streams.items()):
-                parties = private_parties(key)
-                followed = (any(p in self.users for p in parties) if parties is not None
-                            else bool(self.hub.users(key[2:])))
-                if not followed and not stream.opening and stream.last is not None:
-                    del self.streams[key]
 
 
 def chat_relay() -> ChatRelay | None:

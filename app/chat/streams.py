@@ -4,15 +4,22 @@
 until the commit, so writers of one stream (in any process) take their numbers one
 after the other and commit in that order. Whoever reads ``seq`` N therefore also finds
 every lower number of the stream (unless its sender was deleted since, with the message).
+``Stream`` is what one process delivered of a stream (``app.chat.relay``).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import db
-from app.models import ChatStream
+from app.models import ChatMessage, ChatStream
 
+RECENT_IDS = 256
 UPSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
@@ -41,3 +48,25 @@ def next_seq(stream: str) -> int:
         index_elements=[ChatStream.key], set_={"last_seq": ChatStream.last_seq + 1},
     ).returning(ChatStream.last_seq)
     return db.session.execute(statement).scalar_one()
+
+
+Envelope = dict[str, Any]  # {"stream", "recipient_id", "message": the payload}
+
+
+def envelope(message: ChatMessage) -> Envelope:
+    """A message as processes pass it around: its payload and where it goes."""
+    return {"stream": message.stream, "recipient_id": message.recipient_id,
+            "message": message.to_dict()}
+
+
+@dataclass(eq=False)
+class Stream:
+    """What this process delivered of one stream."""
+
+    last: int | None  # None while its head is being read
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_IDS))
+    early: dict[int, Envelope] = field(default_factory=dict)  # seq -> not yet deliverable
+    # The private messages among them that reached a socket of their recipient here.
+    reached: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_IDS))
+    opening: int = 0  # joins in progress (the stream is not pruned meanwhile)
+    lock: threading.Lock = field(default_factory=threading.Lock)
