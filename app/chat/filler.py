@@ -48,8 +48,11 @@ class StreamFiller:
                            else max(0.0, next_sweep - time.monotonic()))
             self.wake.clear()
             gaps, self.gaps = self.gaps, set()
-            deep, self.sweep_now = self.sweep_now or not self._healthy(), False
-            sweep = deep or time.monotonic() >= next_sweep
+            # While the queue is down: the heads of the streams followed here, every
+            # round (one primary-key query); conversations new to this process, which
+            # cost a scan of its users' received messages, once it is back.
+            deep, self.sweep_now = self.sweep_now, False
+            sweep = deep or not self._healthy() or time.monotonic() >= next_sweep
             if sweep:
                 next_sweep = time.monotonic() + self.sweep_seconds
             with self.app.app_context():

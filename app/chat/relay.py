@@ -11,7 +11,8 @@ database (the truth: a deleted user's messages leave holes there).
 The filler also sweeps every stream against ``chat_streams`` from time to time: every
 second while the queue is down (chat crosses processes through the database meanwhile)
 and once when it is back (what was published before this process resubscribed never
-reached it), else every ``sweep_seconds`` (a sender that died before publishing).
+reached it; this one also looks for private conversations new to this process), else
+every ``sweep_seconds`` (a sender that died before publishing).
 
 A room's ``Stream`` is made when its first member here joins, as of the stream's head
 then (the join's history goes up to it). A user's conversations are tracked from their
