@@ -79,6 +79,7 @@ class StreamFiller:
                     users = list(self.users)
                 for key in store.conversations_of(users, received_only=True):
                     self._stream_for(key)
+            self._settle()
             with self.lock:
                 known = {k: s.last for k, s in self.streams.items() if s.last is not None}
             keys |= {k for k, head in store.heads(list(known)).items() if head > known[k]}
@@ -98,6 +99,22 @@ class StreamFiller:
                 self._mark_later(delivered)
                 if len(rows) < FILL_BATCH:
                     break
+
+    def _settle(self: ChatRelay) -> None:
+        """Streams whose head a join or a connection failed to read (the database was
+        away): start them from the head now, so that what comes later is delivered."""
+        with self.lock:
+            loading = {u for u, busy in self.users.items() if busy}
+            unsettled = [k for k, s in self.streams.items() if s.last is None and not s.opening
+                         and not loading & set(private_parties(k) or ())]
+        heads = store.heads(unsettled)
+        for key in unsettled:
+            stream = self.streams.get(key)
+            if stream is not None:
+                with stream.lock:
+                    if stream.last is None:
+                        stream.last = heads.get(key, 0)
+                        self._drain(key, stream)
 
     def _prune(self: ChatRelay) -> None:
         """Forget the users without a chat socket here, and the streams nobody here follows."""

@@ -94,7 +94,12 @@ class ChatRelay(StreamFiller):
             if user_id in self.users:
                 return
             self.users[user_id] = True
-        heads = store.conversations_of([user_id])
+        try:
+            heads = store.conversations_of([user_id])
+        except Exception:
+            with self.lock:  # the next connection tries again
+                del self.users[user_id]
+            raise
         db.session.rollback()
         with self.lock:
             for key in heads:
