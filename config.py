@@ -92,6 +92,23 @@ class Config:
     SOCKETIO_PING_INTERVAL = float(os.environ.get("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = float(os.environ.get("SOCKETIO_PING_TIMEOUT", 20))
 
+    # --- the message queue's faults and chat catch-up (app/cluster.py, app/chat/relay.py)
+    # Seconds one Redis call may take (connect, publish, ping): a hung Redis costs a
+    # background publisher that long, never a handler.
+    SOCKETIO_QUEUE_TIMEOUT = float(os.environ.get("SOCKETIO_QUEUE_TIMEOUT", 1))
+    # Seconds between two pings of Redis, and between two resubscriptions while it is away.
+    SOCKETIO_QUEUE_PING_SECONDS = float(os.environ.get("SOCKETIO_QUEUE_PING_SECONDS", 1))
+    SOCKETIO_QUEUE_RETRY_SECONDS = float(os.environ.get("SOCKETIO_QUEUE_RETRY_SECONDS", 1))
+    # Chat: seconds between two checks of every followed stream against the database
+    # (a sender that died before publishing; 0: no filler task, with or without a
+    # queue, so gaps wait for the next message), and while the queue is down (chat then
+    # crosses processes through the database); seconds a chat message is published
+    # again while Redis is away (receivers drop repeats by seq).
+    CHAT_SWEEP_SECONDS = float(os.environ.get("CHAT_SWEEP_SECONDS", 5))
+    CHAT_CATCHUP_SECONDS = float(os.environ.get("CHAT_CATCHUP_SECONDS", 1))
+    CHAT_REPUBLISH_SECONDS = float(os.environ.get("CHAT_REPUBLISH_SECONDS", 10))
+    # --- end of the message queue's faults and chat catch-up
+
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
@@ -150,6 +167,7 @@ class TestingConfig(Config):
     # In-process tests are not monkey-patched; the follower is driven by the tests.
     SOCKETIO_ASYNC_MODE = "threading"
     LIVE_FEED_ENABLED = False
+    CHAT_SWEEP_SECONDS = 0  # chat's filler too (the tests call ChatRelay.fill)
 
 
 class ProductionConfig(Config):

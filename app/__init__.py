@@ -49,7 +49,9 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message_category = "info"
     url, channel = app.config["SOCKETIO_MESSAGE_QUEUE"], app.config["SOCKETIO_CHANNEL"]
     queue: dict[str, Any] = {"message_queue": url, "channel": channel}
-    manager = cluster_manager(url, channel)
+    manager = cluster_manager(url, channel, timeout=app.config["SOCKETIO_QUEUE_TIMEOUT"],
+                              ping_seconds=app.config["SOCKETIO_QUEUE_PING_SECONDS"],
+                              retry_seconds=app.config["SOCKETIO_QUEUE_RETRY_SECONDS"])
     if manager is not None or not url:
         # Always given (None: no queue), so no app inherits an earlier app's manager.
         queue["client_manager"] = manager
@@ -111,18 +113,17 @@ def register_namespaces(app: Flask) -> None:
 
 
 def register_cluster(app: Flask) -> None:
-    """With a Redis message queue: handle the other processes' notices (logouts, private
-    messages delivered) and
-    list their viewers and editors in ``presence``."""
+    """With a Redis message queue: handle the other processes' notices (logouts, chat
+    messages) and list their viewers and editors in ``presence``."""
     from app.auth.sockets import listen_for_disconnects
-    from app.chat.cluster import listen_for_privates
+    from app.chat.cluster import listen_for_chat
     from app.cluster import current_cluster
     from app.live.feed import NAMESPACE
     from app.live.presence import ClusterPresence
 
     if (cluster := current_cluster()) is not None:
         listen_for_disconnects(cluster)
-        listen_for_privates(app, cluster)
+        listen_for_chat(app, cluster)
         users = socketio.server.namespace_handlers[NAMESPACE]
         users.cluster = ClusterPresence(app, cluster, users._broadcast_presence)
 

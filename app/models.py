@@ -251,6 +251,7 @@ class ChatMessage(db.Model):
         UniqueConstraint("sender_id", "client_id", name="uq_chat_messages_sender_client_id"),
         Index("ix_chat_messages_room_id", "room", "id"),
         Index("ix_chat_messages_recipient_id_id", "recipient_id", "id"),
+        Index("ix_chat_messages_stream_seq", "stream", "seq", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -261,6 +262,9 @@ class ChatMessage(db.Model):
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The room's or the conversation's stream and this message's number in it (0008).
+    stream: Mapped[str] = mapped_column(String(80))
+    seq: Mapped[int] = mapped_column(BigInteger)
 
     sender: Mapped[User] = relationship(foreign_keys=[sender_id])
     recipient: Mapped[User | None] = relationship(foreign_keys=[recipient_id])
@@ -268,6 +272,7 @@ class ChatMessage(db.Model):
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "seq": self.seq,
             "room": self.room,
             "user": self.sender.username,
             "to": self.recipient.username if self.recipient else None,
@@ -275,6 +280,15 @@ class ChatMessage(db.Model):
             "client_id": self.client_id,
             "ts": self.created_at.isoformat(),
         }
+
+
+class ChatStream(db.Model):
+    """The last ``seq`` given in one chat stream (a room or a private conversation)."""
+
+    __tablename__ = "chat_streams"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class UserCount(db.Model):

@@ -13,6 +13,7 @@ from flask_socketio import SocketIOTestClient
 from app.auth.tokens import issue_token
 from app.chat import bridge, store
 from app.chat.hub import Bridge, chat_hub, close_user_bridges
+from app.chat.relay import chat_relay, envelope
 from app.chat.rules import MAX_TEXT, TokenBucket
 from app.extensions import db, socketio
 from app.models import ChatMessage, User
@@ -379,3 +380,22 @@ def test_websocket_frame_of_a_gone_user_is_refused_unstored(app, change):
         with pytest.raises(bridge.AccountGone):
             bridge.handle_frame('{"text": "after"}', me, "lobby", TokenBucket())
     assert "after" not in [m.text for m in store.room_history("lobby")]
+
+
+def test_a_gap_in_a_streams_seq_waits_and_is_filled_from_the_database(connect):
+    """A message stored elsewhere (another process whose notice never came) holds the next
+    one back until the relay reads it from the database: both arrive, in order, once."""
+    alice, bob = connect("alice"), connect("bob")
+    call(alice, "join", {"room": "lobby"})
+    call(bob, "join", {"room": "lobby"})
+    bob.get_received(NS)
+    relay = chat_relay()
+    unseen, _ = store.save_message(quick_user("carol").id, "from elsewhere", room="lobby")
+    call(alice, "message", {"room": "lobby", "text": "next"})
+    assert events(bob, "message") == []  # seq 2 came before seq 1: held back
+    relay.fill(["r:lobby"])
+    got = events(bob, "message")
+    assert [(m["seq"], m["text"]) for m in got] == [(1, "from elsewhere"), (2, "next")]
+    relay.fill([], sweep=True)  # nothing comes twice
+    relay.offer(envelope(unseen))
+    assert events(bob, "message") == []

@@ -93,3 +93,57 @@ def test_errors_clear_and_a_reload_keeps_rooms_and_private_talks(live_server, ne
     send(bob, "welcome back")
     expect(alice.locator("#messages .rt-text").last).to_have_text("welcome back")
     assert problems == []
+
+
+def drop_frames_containing(page: Page, marker: str) -> list[str]:
+    """Route the page's Socket.IO WebSocket through the test, which drops every
+    ``message`` or ``private`` event from the server that contains ``marker`` (lost on
+    the way; acknowledgements still pass); the list collects what was dropped."""
+    dropped: list[str] = []
+
+    def route(ws) -> None:
+        server = ws.connect_to_server()
+
+        def from_server(message) -> None:
+            event = isinstance(message, str) and message.startswith(
+                ('42/chat,["message"', '42/chat,["private"'))
+            if event and marker in message:
+                dropped.append(message)
+            else:
+                ws.send(message)
+
+        server.on_message(from_server)
+        ws.on_message(server.send)
+
+    page.route_web_socket(re.compile(r"/socket\.io/"), route)
+    return dropped
+
+
+def test_a_missed_message_is_noticed_by_its_seq_and_fetched(live_server, new_page,
+                                                             make_user):
+    problems: list[str] = []
+    make_user("alice")
+    make_user("bob")
+    alice, bob = new_page(), new_page()
+    dropped = drop_frames_containing(alice, "lost on the way")
+    for name, page in (("alice", alice), ("bob", bob)):
+        open_chat(page, live_server, name, problems)
+    alice.wait_for_timeout(1000)  # Socket.IO moved from polling to the WebSocket
+    send(bob, "first")
+    expect(alice.locator("#messages .rt-text")).to_have_text(["first"])
+    send(bob, "lost on the way")
+    expect(bob.locator("#messages .rt-text")).to_have_text(["first", "lost on the way"])
+    send(bob, "third")
+    # "third" skips a seq: the page fetches the room's history and shows all, in order.
+    expect(alice.locator("#messages .rt-text")).to_have_text(
+        ["first", "lost on the way", "third"])
+    assert len(dropped) == 1
+
+    send_private(bob, "alice", "private one")
+    expect(alice.locator("#private-log .rt-text")).to_have_text(["private one"])
+    send_private(bob, "alice", "private lost on the way")
+    send_private(bob, "alice", "private three")
+    expect(alice.locator("#private-log .rt-text")).to_have_text(
+        ["private one", "private lost on the way", "private three"])
+    assert len(dropped) == 2
+    assert problems == []

@@ -2,8 +2,9 @@
 
 Under ``python manage.py run`` gevent-websocket upgrades the request before the view
 runs and puts the socket in ``environ["wsgi.websocket"]``; other servers get a 400.
-Frames in: ``{"text": ..., "id"?: ...}``; frames out: room messages ``{"room", "user",
-"text", "ts", ...}`` and ``{"error": reason}`` answers.
+Frames in: ``{"text": ..., "id"?: ...}``; frames out: the room's messages from every
+process (``{"id", "seq", "room", "user", "text", "ts", ...}``, by ``app.chat.relay``)
+and ``{"error": reason}`` answers.
 
 A deactivated or deleted user's socket is closed with 1008 "account deactivated": at
 once by ``app.chat.hub.close_user_bridges`` (called with the Socket.IO disconnections),
@@ -24,6 +25,7 @@ from flask import Response, current_app, request
 from app.auth.tokens import bearer_token, user_for_token
 from app.chat import store
 from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close_socket
+from app.chat.relay import chat_relay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db
 from app.models import User
@@ -59,10 +61,12 @@ def serve(room: str) -> Response:
     # The live feed closes a deactivated user's sockets: make sure it runs here too.
     if (feed := current_app.extensions.get("live_feed")) is not None:
         feed.start()
-    db.session.remove()  # the connection may live for hours: give the DB connection back
-    hub = chat_hub()
+    hub, relay = chat_hub(), chat_relay()
+    relay.start(current_app._get_current_object())
     bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws)
-    hub.join(bridge.conn, me["username"], room, bridge)
+    # No history is sent here: every message after this one comes as a frame.
+    relay.open_room(room, lambda: hub.join(bridge.conn, me["username"], room, bridge))
+    db.session.remove()  # the connection may live for hours: give the DB connection back
     bucket = TokenBucket()
     try:
         while not ws.closed and (frame := ws.receive()) is not None:
@@ -104,6 +108,8 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         bucket.check()
         message, new = store.save_message(me["id"], text, room=room, client_id=cid)
         out = message.to_dict()
+        if new:
+            chat_relay().send(message)
     except ClientError as exc:
         return {"error": str(exc)}
     except AccountGone:
@@ -114,7 +120,4 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         return {"error": "internal server error"}
     finally:
         db.session.remove()
-    if not new:
-        return out
-    chat_hub().publish(out)
-    return None
+    return None if new else out

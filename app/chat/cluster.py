@@ -1,44 +1,32 @@
-"""Private messages across processes: the sender's process sees only its own sockets, so
-each process that holds a chat socket of the recipient marks the message delivered (it
-relayed the emit), and the recipient is not sent it again on a later connection."""
+"""Chat across processes: each process delivers to its own sockets (app.chat.relay).
+
+The process that stores a message publishes it as a ``chat`` notice; every other process
+offers it to its relay, which delivers it to the room's sockets there (Socket.IO and plain
+WebSockets) or to the private recipient's, and marks a private message delivered when it
+reached one of them, so that it is not sent again on a later connection. When the queue
+comes back after an outage, the relay fills what it missed from the database.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import update
 
 from app.chat.hub import NAMESPACE
-from app.cluster import ClusterManager, current_cluster
-from app.extensions import db, socketio
-from app.models import ChatMessage, utcnow
+from app.cluster import ClusterManager
+from app.extensions import socketio
 
 
-def announce_private(message_id: int, recipient_id: int) -> None:
-    """Tell the other processes a private message was emitted to ``recipient_id``'s room."""
-    if (cluster := current_cluster()) is not None:
-        cluster.notify("private", id=message_id, user_id=recipient_id)
-
-
-def listen_for_privates(app: Flask, cluster: ClusterManager) -> None:
-    """Mark another process's private message delivered when its recipient is here."""
-    from app.auth.sockets import user_room
-
-    def mark(message_id: int) -> None:
-        with app.app_context():
-            try:
-                db.session.execute(
-                    update(ChatMessage)
-                    .where(ChatMessage.id == message_id, ChatMessage.delivered_at.is_(None))
-                    .values(delivered_at=utcnow()))
-                db.session.commit()
-            finally:
-                db.session.remove()
+def listen_for_chat(app: Flask, cluster: ClusterManager) -> None:
+    """Give the other processes' chat messages to this process's relay."""
+    relay = socketio.server.namespace_handlers[NAMESPACE].relay
+    relay.cluster = cluster
+    relay.catchup_seconds = app.config["CHAT_CATCHUP_SECONDS"]
+    relay.republish_seconds = app.config["CHAT_REPUBLISH_SECONDS"]
 
     def handle(notice: dict[str, Any]) -> None:
-        room = user_room(int(notice["user_id"]))
-        if any(True for _ in socketio.server.manager.get_participants(NAMESPACE, room)):
-            socketio.start_background_task(mark, int(notice["id"]))
+        relay.offer({key: notice[key] for key in ("stream", "recipient_id", "message")})
 
-    cluster.on("private", handle)
+    cluster.on("chat", handle)
+    cluster.on_recovered(relay.recover)

@@ -168,10 +168,8 @@ class ChatHub:
         socketio.emit("presence", {"room": room, "users": self.users(room)}, to=room,
                       namespace=self.namespace)
 
-    def publish(self, message: dict[str, Any]) -> None:
-        """A room message to the room's Socket.IO clients (every process) and WebSockets (here)."""
-        room = message["room"]
-        socketio.emit("message", message, to=room, namespace=self.namespace)
+    def send_bridges(self, room: str, message: dict[str, Any]) -> None:
+        """A room message to the room's plain WebSockets in this process."""
         frame = json.dumps(message)
         with self.lock:
             targets = list(self.sockets.get(room, {}).values())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_socketio import emit, join_room, leave_room
 
-from app.auth.sockets import authenticate, socket_user, user_room
+from app.auth.sockets import authenticate, socket_user
 from app.chat import store
-from app.chat.cluster import announce_private
 from app.chat.hub import NAMESPACE, ChatHub
+from app.chat.relay import ChatRelay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
 from app.realtime.namespace import RealtimeNamespace
@@ -27,14 +27,17 @@ class ChatNamespace(RealtimeNamespace):
     def __init__(self, namespace: str = NAMESPACE) -> None:
         super().__init__(namespace)
         self.hub = ChatHub(namespace)
+        self.relay = ChatRelay(self.hub, namespace)
         self.buckets: dict[str, TokenBucket] = {}
 
     def on_connect(self, auth: Any = None) -> None:
         """A logged-in browser or a token holder connects; private messages missed are sent."""
         user = authenticate(auth)
+        self.relay.start(current_app._get_current_object())
         self.buckets[request.sid] = TokenBucket()
         emit("status", {"room": None, "text": f"connected as {user.username}"})
-        missed = store.undelivered(user.id)
+        self.relay.open_user(user.id)
+        missed = self.relay.replayable(store.undelivered(user.id))
         for message in missed:
             emit("private", message.to_dict())
         store.mark_delivered(missed)
@@ -46,12 +49,17 @@ class ChatNamespace(RealtimeNamespace):
         self.hub.leave_all(request.sid)
 
     def on_join(self, data: Any = None) -> dict[str, Any]:
-        """Client -> server ``{room}``; the ack has the room's users and last 50 messages."""
+        """Client -> server ``{room}``; the ack has the room's users and last 50 messages
+        (every later one comes as a ``message`` event)."""
         me = socket_user()
         room = room_name(payload(data).get("room"), me["id"])
-        join_room(room)
-        self.hub.join(request.sid, me["username"], room)
-        history = [m.to_dict() for m in store.room_history(room)]
+
+        def enter() -> None:
+            join_room(room)
+            self.hub.join(request.sid, me["username"], room)
+
+        upto = self.relay.open_room(room, enter)
+        history = [m.to_dict() for m in store.room_history(room, upto=upto)]
         return {"ok": True, "room": room, "users": self.hub.users(room), "history": history}
 
     def on_leave(self, data: Any = None) -> dict[str, Any]:
@@ -75,7 +83,7 @@ class ChatNamespace(RealtimeNamespace):
         message, new = store.save_message(me["id"], text, room=room, client_id=cid)
         out = message.to_dict()
         if new:
-            self.hub.publish(out)
+            self.relay.send(message)
         return {"ok": True, "message": out, "duplicate": not new}
 
     def on_private(self, data: Any = None) -> dict[str, Any]:
@@ -88,15 +96,10 @@ class ChatNamespace(RealtimeNamespace):
         self._rate_limit()
         message, new = store.save_message(me["id"], text, recipient_id=to.id, client_id=cid)
         out = message.to_dict()
-        if new:
-            # Through the message queue when there is one; a process holding a socket
-            # of the recipient marks it delivered (here, or on notice: app.chat.cluster),
-            # else the recipient gets it on their next connection.
-            emit("private", out, to=user_room(to.id))
-            if self._online(to.id):
-                store.mark_delivered([message])
-            else:
-                announce_private(message.id, to.id)
+        # Every process holding a socket of the recipient delivers it and marks it
+        # delivered (app.chat.relay); else the recipient gets it on their next connection.
+        if new and self.relay.send(message):
+            store.mark_delivered([message])
         return {"ok": True, "message": out, "duplicate": not new}
 
     def on_history(self, data: Any = None) -> dict[str, Any]:
@@ -114,8 +117,3 @@ class ChatNamespace(RealtimeNamespace):
 
     def _rate_limit(self) -> None:
         self.buckets.setdefault(request.sid, TokenBucket()).check()
-
-    def _online(self, user_id: int) -> bool:
-        """Whether the user has a chat socket in this process (else the message waits)."""
-        return any(True for _ in socketio.server.manager.get_participants(
-            self.namespace, user_room(user_id)))

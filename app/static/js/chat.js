@@ -13,10 +13,14 @@ const messageButton = document.querySelector("#message-form button");
 // reconnect; the server stores and delivers it once.
 const socket = io("/chat", { ackTimeout: 5000, retries: 5 });
 
-const rooms = new Map(); // room -> {messages: [], users: []}
+const rooms = new Map(); // room -> {messages: [], users: [], lastSeq}
 let current = null;
 const seen = new Set(); // message ids already shown
 const privates = []; // private messages shown, in id order
+// Every message has a seq, 1, 2, 3... in its room or private conversation: a jump means
+// something was missed (a dropped event), so the history is fetched again.
+const conversations = new Map(); // peer -> last seq seen with them
+const fetching = new Set(); // rooms and "@peer"s whose history is being fetched
 
 // What this tab had open, kept over a reload: its rooms and the people it wrote with.
 const saved = {
@@ -102,16 +106,53 @@ function renderTabs() {
   }
 }
 
+// Put a message among the others in seq order (status notes stay where they were).
+function insertInOrder(list, message) {
+  const at = list.findIndex((entry) => entry.seq !== undefined && entry.seq > message.seq);
+  if (at === -1) list.push(message);
+  else list.splice(at, 0, message);
+}
+
+// Whether ``seq`` skips numbers after ``last`` (the first message seen proves nothing).
+const skips = (last, seq) => last !== undefined && seq !== undefined && seq > last + 1;
+
 function addToRoom(room, entry) {
   const state = rooms.get(room);
   if (!state) return;
   if (entry.id !== undefined) {
     if (seen.has(entry.id)) return;
     seen.add(entry.id);
+    if (skips(state.lastSeq, entry.seq)) refetchRoom(room);
+    state.lastSeq = Math.max(state.lastSeq ?? 0, entry.seq ?? 0);
+    insertInOrder(state.messages, entry);
+  } else {
+    state.messages.push(entry);
   }
-  state.messages.push(entry);
   if (state.messages.length > 500) state.messages.shift();
   if (room === current) renderRoom();
+}
+
+async function refetchRoom(room) {
+  if (fetching.has(room)) return;
+  fetching.add(room);
+  try {
+    const answer = await ask("history", { room });
+    if (!answer.error) answer.messages.forEach((message) => addToRoom(room, message));
+  } finally {
+    fetching.delete(room);
+  }
+}
+
+async function refetchPrivate(peer) {
+  const key = `@${peer}`;
+  if (fetching.has(key)) return;
+  fetching.add(key);
+  try {
+    const answer = await ask("history", { with: peer });
+    if (!answer.error) answer.messages.forEach(addPrivate);
+  } finally {
+    fetching.delete(key);
+  }
 }
 
 function addPrivate(message) {
@@ -121,6 +162,11 @@ function addPrivate(message) {
   if (peer && !peers.has(peer)) {
     peers.add(peer);
     saved.store("peers", peers);
+  }
+  if (peer) {
+    const last = conversations.get(peer);
+    if (skips(last, message.seq)) refetchPrivate(peer);
+    conversations.set(peer, Math.max(last ?? 0, message.seq ?? 0));
   }
   privates.push(message);
   privates.sort((a, b) => a.id - b.id);
@@ -155,11 +201,14 @@ async function ask(event, payload) {
 async function join(room) {
   const answer = await ask("join", { room });
   if (answer.error) return setStatus(answer.error, true);
-  const state = { messages: [], users: answer.users };
+  // The history goes up to the last message not sent live since the join: from here
+  // on, the seq of the room's messages goes on from it without a gap.
+  const state = { messages: [], users: answer.users, lastSeq: undefined };
   rooms.set(room, state);
   for (const message of answer.history) seen.delete(message.id);
   current = room;
   answer.history.forEach((message) => addToRoom(room, message));
+  state.lastSeq = Math.max(state.lastSeq ?? 0, ...answer.history.map((m) => m.seq));
   saved.store("rooms", rooms.keys());
   renderTabs();
   renderRoom();
@@ -180,10 +229,11 @@ let firstConnect = true;
 socket.on("connect", () => {
   setStatus(`Connected as ${me}`);
   // The server forgets room memberships with the connection: join them again (after a
-  // reload, the rooms this tab had open).
+  // reload, the rooms this tab had open); their history, and the conversations',
+  // bring what was said while this tab was away.
   const again = firstConnect ? saved.load("rooms") : [...rooms.keys()];
   for (const room of again) join(room);
-  if (firstConnect) loadPrivateHistory();
+  loadPrivateHistory();
   firstConnect = false;
 });
 socket.on("disconnect", () => setStatus("Disconnected, reconnecting…", true));
