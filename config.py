@@ -92,7 +92,7 @@ class Config:
     SOCKETIO_PING_INTERVAL = float(os.environ.get("SOCKETIO_PING_INTERVAL", 25))
     SOCKETIO_PING_TIMEOUT = float(os.environ.get("SOCKETIO_PING_TIMEOUT", 20))
 
-    # --- the message queue's faults and chat catch-up (app/cluster.py, app/chat/relay.py)
+    # The message queue's faults and chat catch-up (app/cluster.py, app/chat/relay.py).
     # Seconds one Redis call may take (connect, publish, ping): a hung Redis costs a
     # background publisher that long, never a handler.
     SOCKETIO_QUEUE_TIMEOUT = float(os.environ.get("SOCKETIO_QUEUE_TIMEOUT", 1))
@@ -107,7 +107,6 @@ class Config:
     CHAT_SWEEP_SECONDS = float(os.environ.get("CHAT_SWEEP_SECONDS", 5))
     CHAT_CATCHUP_SECONDS = float(os.environ.get("CHAT_CATCHUP_SECONDS", 1))
     CHAT_REPUBLISH_SECONDS = float(os.environ.get("CHAT_REPUBLISH_SECONDS", 10))
-    # --- end of the message queue's faults and chat catch-up
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
