@@ -44,6 +44,8 @@ def wait_for_port(name: str, proc: subprocess.Popen, port: int, timeout: float,
 class ServerProcess:
     """``python manage.py run`` (gevent), or ``flask run`` (threading), in a subprocess."""
 
+    START_TIMEOUT = 30.0  # seconds until the port takes connections
+
     def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None,
                  flask_run: bool = False):
         self.db_url = db_url
@@ -73,7 +75,8 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for_port("server", self.proc, self.port, 30, lambda: self.log.read_text()[-2000:])
+        wait_for_port("server", self.proc, self.port, self.START_TIMEOUT,
+                      lambda: self.log.read_text()[-2000:])
         return self
 
     def argv(self) -> list[str]:
