@@ -89,10 +89,12 @@ class ResumingClient:
 
     RETRY = 1.0  # seconds between connection attempts (the dashboard: 1 s, backing off to 3 s)
 
-    def __init__(self, url: str, token: str, name: str = "") -> None:
+    def __init__(self, url: str, token: str, name: str = "",
+                 transports: tuple[str, ...] = ("websocket",)) -> None:
         self.url = url
         self.token = token
         self.name = name or url
+        self.transports = list(transports)  # ("polling", "websocket"): as browsers do
         self.cursor: int | None = None
         self.start: int | None = None  # the cursor of the first snapshot
         self.received: list[dict[str, Any]] = []  # from acks and events, in arrival order
@@ -122,7 +124,7 @@ class ResumingClient:
             self._lost.clear()
             try:
                 sio.connect(self.url, namespaces=[NS], auth={"token": self.token},
-                            transports=["websocket"], wait_timeout=5)
+                            transports=self.transports, wait_timeout=5)
             except socketio.exceptions.ConnectionError:
                 self._closed.wait(self.RETRY)
                 continue

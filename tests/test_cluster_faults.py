@@ -25,7 +25,12 @@ ON_POSTGRES = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 
 
 def clients(url: str, token: str, count: int, name: str) -> list[ResumingClient]:
-    return [ResumingClient(url, token, f"{name}{n}").open() for n in range(count)]
+    """``count`` clients, subscribed; the first on polling then WebSocket, as browsers
+    connect (every request of its session must reach the same process), the others on
+    WebSocket only."""
+    return [ResumingClient(url, token, f"{name}{n}",
+                           ("polling", "websocket") if n == 0 else ("websocket",)).open()
+            for n in range(count)]
 
 
 def close(every: list[ResumingClient]) -> None:
