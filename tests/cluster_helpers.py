@@ -54,6 +54,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def api_create(base: str, token: str, username: str) -> requests.Response:
+    """Create a user through the API of ``base`` (a process, or nginx)."""
+    return requests.post(f"{base}/api/users", headers=bearer(token), timeout=10, json={
+        "username": username, "email": f"{username}@example.com", "password": "long-enough-pw"})
+
+
 class Writer:
     """Writes through the API of ``base`` steadily, in a thread: a new user, then two
     updates of it, and again. A request that fails (a process restarting behind nginx)

@@ -14,7 +14,13 @@ import pytest
 import requests
 
 from app.auth.tokens import issue_token
-from tests.cluster_helpers import Cluster, Writer, assert_every_change_once, bearer
+from tests.cluster_helpers import (
+    Cluster,
+    Writer,
+    api_create,
+    assert_every_change_once,
+    bearer,
+)
 from tests.conftest import unavailable
 from tests.live_client import ResumingClient
 from tests.servers import EntrypointProcess, PostgresServer, ServerProcess
@@ -38,15 +44,10 @@ def close(every: list[ResumingClient]) -> None:
         client.close()
 
 
-def create(base: str, token: str, username: str) -> requests.Response:
-    return requests.post(f"{base}/api/users", headers=bearer(token), timeout=10, json={
-        "username": username, "email": f"{username}@example.com", "password": "long-enough-pw"})
-
-
 def delivered(base: str, token: str, username: str, to: list[ResumingClient]) -> float:
     """Create a user through ``base``; seconds from the answer until every client of
     ``to`` got it."""
-    answer = create(base, token, username)
+    answer = api_create(base, token, username)
     sent = time.monotonic()
     assert answer.status_code == 201, answer.text
     # The API answers the user; its history says which cursor its insert got.
@@ -83,7 +84,7 @@ def test_kill_9_of_a_process_its_clients_resume_on_the_survivor(cluster, admin_t
         wait_until(lambda: writer.written() >= 10)
         doomed.proc.kill()  # kill -9: no goodbye to its clients
         doomed.proc.wait()
-        assert create(survivor.url, admin_token, "while_away").status_code == 201
+        assert api_create(survivor.url, admin_token, "while_away").status_code == 201
         wait_until(lambda: all(c.connections >= 2 and c.subscribed.is_set() for c in moved),
                    timeout=15)
         assert cluster.nginx.upstream() == survivor.port
@@ -180,20 +181,20 @@ def test_postgresql_restarted_every_feed_resumes_and_nothing_is_lost(
     everyone = on_first + on_second
     try:
         for n in range(3):
-            assert create(cluster.nginx.url, token, f"before_a{n}").status_code == 201
-            assert create(second.url, token, f"before_b{n}").status_code == 201
+            assert api_create(cluster.nginx.url, token, f"before_a{n}").status_code == 201
+            assert api_create(second.url, token, f"before_b{n}").status_code == 201
         private_postgres.stop()
         for base in (cluster.nginx.url, first.url, second.url):
             assert answers_during_outage(base, token) == [503, 503, 503], base
         time.sleep(3)
         private_postgres.start()
         # The first requests may still find the pool's dead connections: 503, then 201.
-        wait_until(lambda: create(first.url, token, "back_a").status_code == 201, timeout=15)
-        wait_until(lambda: create(second.url, token, "back_b").status_code == 201,
+        wait_until(lambda: api_create(first.url, token, "back_a").status_code == 201, timeout=15)
+        wait_until(lambda: api_create(second.url, token, "back_b").status_code == 201,
                    timeout=15)
         for n in range(3):
-            assert create(cluster.nginx.url, token, f"after_a{n}").status_code == 201
-            assert create(second.url, token, f"after_b{n}").status_code == 201
+            assert api_create(cluster.nginx.url, token, f"after_a{n}").status_code == 201
+            assert api_create(second.url, token, f"after_b{n}").status_code == 201
         log = assert_every_change_once(everyone, db_url)
         assert len(log) == 1 + 6 + 2 + 6  # the admin, before, back, after
         assert all(c.connections == 1 for c in everyone)  # the sockets stayed up

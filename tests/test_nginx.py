@@ -16,6 +16,7 @@ import requests
 import websocket
 
 from app.auth.tokens import issue_token
+from tests.cluster_helpers import api_create
 from tests.conftest import unavailable
 from tests.live_client import LiveClient
 from tests.servers import ROOT, EntrypointProcess, NginxProcess
@@ -29,13 +30,6 @@ def behind_nginx(db_url: str, queue_env: dict[str, str], nginx_cluster
     """nginx on deploy/nginx.conf in front of two gunicorn processes."""
     cluster = nginx_cluster(db_url, queue_env)
     return cluster.nginx, cluster.apps
-
-
-def api_create(base: str, token: str, username: str) -> requests.Response:
-    return requests.post(f"{base}/api/users", timeout=10,
-                         headers={"Authorization": f"Bearer {token}"},
-                         json={"username": username, "email": f"{username}@example.com",
-                               "password": "long-enough-pw"})
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
