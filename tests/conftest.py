@@ -26,7 +26,8 @@ from app.extensions import db, socketio
 from app.models import User
 from app.users.service import create_user
 from config import database_url
-from tests.servers import ROOT, RedisServer, ServerProcess
+from tests.cluster_helpers import Cluster
+from tests.servers import ROOT, NginxProcess, RedisServer, ServerProcess
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get("DATABASE_URL", "")
@@ -288,6 +289,24 @@ def queue_env(redis_url: str) -> dict[str, str]:
     """Server settings for a message queue of the test's own (a channel nobody else uses)."""
     return {"SOCKETIO_MESSAGE_QUEUE": redis_url,
             "SOCKETIO_CHANNEL": f"livecrud-test-{os.getpid()}-{next(_counter)}"}
+
+
+@pytest.fixture
+def nginx_cluster(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Cluster]]:
+    """Start nginx in front of two gunicorn processes on a database URL with server
+    settings (``queue_env``); all stopped at the end. Skips (fails in CI) without nginx."""
+    if NginxProcess.BINARY is None:
+        unavailable("nginx tests need Debian's nginx (apt-get install nginx)")
+    started: list[Cluster] = []
+
+    def start(db_url: str, env: dict[str, str]) -> Cluster:
+        cluster = Cluster(db_url, env, tmp_path / f"cluster{len(started)}")
+        started.append(cluster)
+        return cluster.start()
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 # --- a real browser ----------------------------------------------------------------------

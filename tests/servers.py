@@ -1,5 +1,6 @@
-"""A real server process for the end-to-end tests: ``python manage.py run`` (gevent) or
-``flask run`` (threading) on a test's database, in a subprocess."""
+"""Real processes for the end-to-end tests: the app server (``python manage.py run``,
+``flask run``, deploy/entrypoint.sh) on a test's database, and what runs around it in
+production (redis-server, nginx, a PostgreSQL server of the test's own)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +43,8 @@ def wait_for_port(name: str, proc: subprocess.Popen, port: int, timeout: float,
 
 class ServerProcess:
     """``python manage.py run`` (gevent), or ``flask run`` (threading), in a subprocess."""
+
+    START_TIMEOUT = 30.0  # seconds until the port takes connections
 
     def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None,
                  flask_run: bool = False):
@@ -69,7 +75,8 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for_port("server", self.proc, self.port, 30, lambda: self.log.read_text()[-2000:])
+        wait_for_port("server", self.proc, self.port, self.START_TIMEOUT,
+                      lambda: self.log.read_text()[-2000:])
         return self
 
     def argv(self) -> list[str]:
@@ -178,8 +185,18 @@ class NginxProcess:
             + f"daemon off;\nworker_processes 1;\npid {w}/nginx.pid;\n"
             f"error_log {w}/error.log info;\nevents {{ worker_connections 1024; }}\n"
             f"http {{\n    access_log {w}/access.log;\n{temp}\n"
+            # Which app process answered (deploy/nginx.conf adds no header of its own,
+            # so its locations inherit this one): see ``upstream``.
+            "    add_header X-Upstream $upstream_addr always;\n"
             f"    include {w}/livecrud.conf;\n}}\n")
         return main
+
+    def upstream(self) -> int:
+        """The port of the app process nginx sends this machine's clients to now
+        (``ip_hash``: every client of 127.0.0.1 goes to the same one)."""
+        answer = requests.get(f"{self.url}/healthz", timeout=10)
+        assert answer.status_code == 200, answer.text
+        return int(answer.headers["X-Upstream"].rsplit(", ", 1)[-1].rsplit(":", 1)[1])
 
     def start(self) -> NginxProcess:
         main = self.render()
@@ -200,3 +217,69 @@ class NginxProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def _postgres_bin() -> Path | None:
+    """Debian's newest PostgreSQL server binaries (postgresql-NN), if any."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")
+             if (p.parent / "initdb").exists() and p.parent.parent.name.isdigit()]
+    return max(found, key=lambda p: int(p.parent.name), default=None)
+
+
+class PostgresServer:
+    """A private PostgreSQL server (Debian's initdb and pg_ctl) in a temp dir, on a free
+    port: a test may stop and start it without touching the machine's shared one.
+
+    PostgreSQL refuses to run as root: as root, its commands run as the postgres user,
+    in a directory of /tmp that user owns (pytest's tmp dirs are root's alone)."""
+
+    BIN = _postgres_bin()
+    AS_POSTGRES = os.geteuid() == 0
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="livecrud-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        if self.AS_POSTGRES:
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        argv = [str(self.BIN / tool), *args]
+        if self.AS_POSTGRES:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{tool}: {done.stdout}{done.stderr}"
+
+    def init(self) -> PostgresServer:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
+        return self.start()
+
+    def start(self) -> PostgresServer:
+        # fsync off: a test's data need not survive a power cut, and it is much faster.
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
+                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        self._run("pg_ctl", "start", "-w", "-t", "30", "-D", str(self.data),
+                  "-l", str(self.log), "-o", options)
+        return self
+
+    def stop(self) -> None:
+        """``pg_ctl stop -m fast``: every session is ended, as in a restart."""
+        self._run("pg_ctl", "stop", "-w", "-t", "30", "-m", "fast", "-D", str(self.data))
+
+    def execute(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql)
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete its directory."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "stop", "-w", "-t", "30", "-m", "immediate",
+                      "-D", str(self.data))
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -10,14 +10,13 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 import websocket
 
 from app.auth.tokens import issue_token
+from tests.cluster_helpers import api_create
 from tests.conftest import unavailable
 from tests.live_client import LiveClient
 from tests.servers import ROOT, EntrypointProcess, NginxProcess
@@ -26,31 +25,11 @@ pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
 
 @pytest.fixture
-def behind_nginx(db_url: str, queue_env: dict[str, str], tmp_path: Path
-                 ) -> Iterator[tuple[NginxProcess, list[EntrypointProcess]]]:
+def behind_nginx(db_url: str, queue_env: dict[str, str], nginx_cluster
+                 ) -> tuple[NginxProcess, list[EntrypointProcess]]:
     """nginx on deploy/nginx.conf in front of two gunicorn processes."""
-    if NginxProcess.BINARY is None:
-        unavailable("nginx tests need Debian's nginx (apt-get install nginx)")
-    env = {**queue_env, "SOCKETIO_TRUSTED_PROXIES": "127.0.0.1"}
-    apps: list[EntrypointProcess] = []
-    nginx = None
-    try:
-        for n in (1, 2):
-            apps.append(EntrypointProcess(db_url, tmp_path / f"app{n}", env).start())
-        nginx = NginxProcess(tmp_path / "nginx", [a.port for a in apps]).start()
-        yield nginx, apps
-    finally:
-        if nginx:
-            nginx.stop()
-        for process in apps:
-            process.stop()
-
-
-def api_create(base: str, token: str, username: str) -> requests.Response:
-    return requests.post(f"{base}/api/users", timeout=10,
-                         headers={"Authorization": f"Bearer {token}"},
-                         json={"username": username, "email": f"{username}@example.com",
-                               "password": "long-enough-pw"})
+    cluster = nginx_cluster(db_url, queue_env)
+    return cluster.nginx, cluster.apps
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
