@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+import socketio
 
 from app.auth.tokens import issue_token
 from tests.cluster_helpers import (
@@ -165,6 +166,22 @@ def answers_during_outage(base: str, token: str) -> list[int]:
     return statuses
 
 
+def refusal(base: str, token: str) -> str:
+    """Why a new ``/users`` connection is refused ("": it was accepted)."""
+    reasons: list[str] = []
+    sio = socketio.Client(reconnection=False)
+    sio.on("connect_error", lambda data=None: reasons.append(str((data or {}).get("message"))),
+           namespace="/users")
+    try:
+        sio.connect(base, namespaces=["/users"], transports=["websocket"],
+                    auth={"token": token}, wait_timeout=10)
+    except socketio.exceptions.ConnectionError:
+        pass
+    finally:
+        sio.disconnect()
+    return reasons[0] if reasons else ""
+
+
 def test_postgresql_restarted_every_feed_resumes_and_nothing_is_lost(
         private_postgres, queue_env, nginx_cluster, tmp_path):
     private_postgres.execute("CREATE DATABASE livecrud")
@@ -186,6 +203,8 @@ def test_postgresql_restarted_every_feed_resumes_and_nothing_is_lost(
         private_postgres.stop()
         for base in (cluster.nginx.url, first.url, second.url):
             assert answers_during_outage(base, token) == [503, 503, 503], base
+        # A new connection is refused for now, saying so (the pages try again later).
+        assert refusal(second.url, token).startswith("unavailable: the database"), "refusal"
         time.sleep(3)
         private_postgres.start()
         # The first requests may still find the pool's dead connections: 503, then 201.
@@ -195,6 +214,7 @@ def test_postgresql_restarted_every_feed_resumes_and_nothing_is_lost(
         for n in range(3):
             assert api_create(cluster.nginx.url, token, f"after_a{n}").status_code == 201
             assert api_create(second.url, token, f"after_b{n}").status_code == 201
+        assert refusal(second.url, token) == ""
         log = assert_every_change_once(everyone, db_url)
         assert len(log) == 1 + 6 + 2 + 6  # the admin, before, back, after
         assert all(c.connections == 1 for c in everyone)  # the sockets stayed up

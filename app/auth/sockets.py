@@ -8,6 +8,7 @@ from flask import current_app, session
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from app.auth.tokens import user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
@@ -17,6 +18,8 @@ from app.models import User
 
 SESSION_KEY = "socket_user"
 SESSION_ROOM = "session:"
+# The refusal while the database does not answer: the pages' clients try again later.
+UNAVAILABLE = "unavailable: the database is not answering, try again in a few seconds"
 NAMESPACES = ("/users", "/chat", "/demo")
 
 
@@ -34,16 +37,21 @@ def session_room(user_id: int, epoch: int) -> str:
 def authenticate(auth: Any) -> User:
     """The user connecting (browser session, else ``auth={"token": ...}``).
 
-    Raises ConnectionRefusedError (the client gets ``connect_error``) for anyone else.
+    Raises ConnectionRefusedError (the client gets ``connect_error``) for anyone else,
+    and, saying ``UNAVAILABLE``, while the database does not answer.
     On success the socket joins the user's room and its Socket.IO session remembers
     the user, so handlers need no database query to know who is speaking.
     """
     user: User | None = None
-    if current_user.is_authenticated and current_user.is_active:
-        user = current_user._get_current_object()
-        join_room(session_room(user.id, user.session_epoch))
-    elif isinstance(auth, dict):
-        user = user_for_token(auth.get("token"))
+    try:
+        if current_user.is_authenticated and current_user.is_active:
+            user = current_user._get_current_object()
+            join_room(session_room(user.id, user.session_epoch))
+        elif isinstance(auth, dict):
+            user = user_for_token(auth.get("token"))
+    except DBAPIError:
+        db.session.rollback()
+        raise ConnectionRefusedError(UNAVAILABLE) from None
     if user is None:
         db.session.rollback()
         raise ConnectionRefusedError("authentication required: log in or pass auth={'token': ...}")

@@ -237,7 +237,13 @@ socket.on("connect", () => {
   firstConnect = false;
 });
 socket.on("disconnect", () => setStatus("Disconnected, reconnecting…", true));
-socket.on("connect_error", (err) => setStatus(`Cannot connect: ${err.message}`, true));
+socket.on("connect_error", (err) => {
+  setStatus(`Cannot connect: ${err.message}`, true);
+  // Refused only for now (the server's database is not answering): try again later.
+  if (!socket.active && err.message.startsWith("unavailable")) {
+    setTimeout(() => { if (!socket.connected) socket.connect(); }, 3000);
+  }
+});
 socket.on("message", (message) => addToRoom(message.room, message));
 socket.on("private", addPrivate);
 socket.on("status", ({ room, text }) => { if (room) addToRoom(room, { status: text }); });

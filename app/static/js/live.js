@@ -8,6 +8,7 @@ import { io } from "/vendor/socket.io.esm.min.js";
 
 const RTT_EVERY_MS = 5000;
 const RETRY_MS = 1000;
+const UNAVAILABLE_RETRY_MS = 3000;  // a refusal while the server's database is down
 
 export class LiveFeed {
   /**
@@ -58,8 +59,11 @@ export class LiveFeed {
     });
     socket.on("connect_error", (err) => {
       const refused = !socket.active;  // the server refused us: no automatic retry
-      this.setState({ state: refused ? "offline" : "reconnecting",
-                      detail: refused ? `refused: ${err.message}` : err.message });
+      // ...unless only for now (its database is not answering): try again in a while.
+      const later = refused && err.message.startsWith("unavailable");
+      if (later) setTimeout(() => { if (!socket.connected) socket.connect(); }, UNAVAILABLE_RETRY_MS);
+      this.setState({ state: refused && !later ? "offline" : "reconnecting",
+                      detail: refused && !later ? `refused: ${err.message}` : err.message });
     });
     socket.on("change", (change) => this.deliver([change]));
     socket.on("changes", (changes) => this.deliver(changes));
