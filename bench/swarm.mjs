@@ -1,7 +1,12 @@
-// A swarm of Socket.IO clients for bench/live.py. Reads commands on stdin, one per line:
+// A swarm of Socket.IO clients for bench/live.py and bench/cluster.py. Reads commands on
+// stdin, one per line:
 //   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool,
-//            "views"?: [view...]}   (with views, client i follows views[i % views.length])
-//   report            -> prints one JSON line of latency/delivery stats, then resets them
+//            "views"?: [view...],   (with views, client i follows views[i % views.length])
+//            "localAddress"?}       (the clients' source address, e.g. 127.0.1.1: nginx's
+//                                    ip_hash picks the upstream from it)
+//   report            -> prints one JSON line of latency/delivery stats, then resets them;
+//                        "histogram" maps latency in tenths of ms to a count, so that the
+//                        reports of several swarms merge into exact percentiles
 //   quit
 // Latency of one delivery = arrival time - the event's own timestamp (the change's
 // commit time "at", or the bare server's "t"), both on this machine's clock.
@@ -41,6 +46,7 @@ function open(index, opts) {
   return new Promise((resolve, reject) => {
     const socket = io(opts.url + opts.namespace, {
       forceNew: true, transports: ["websocket"], reconnection: false,
+      localAddress: opts.localAddress,
       auth: opts.token ? { token: opts.token } : undefined,
     });
     const timer = setTimeout(() => reject(new Error(`client ${index}: connect timeout`)), 60000);
@@ -86,9 +92,19 @@ function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+function histogram(sorted) {
+  const counts = {};
+  for (const ms of sorted) {
+    const key = Math.round(ms * 10);
+    counts[key] = (counts[key] || 0) + 1;
+  }
+  return counts;
+}
+
 function report() {
   const sorted = Float64Array.from(latencies).sort();
   send({
+    histogram: histogram(sorted),
     delivered, out_of_order: outOfOrder,
     p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99),
     max_ms: sorted.length ? sorted[sorted.length - 1] : null,
