@@ -147,13 +147,14 @@ def percentile(histogram: Counter[int], p: float) -> float | None:
 
 def collect(swarms: list[Swarm], expected: int, timeout: float = 30) -> dict:
     """The swarms' reports until ``expected`` deliveries arrived or ``timeout`` seconds
-    passed, merged: delivered, lost, out of order, p50/p99/max over every delivery."""
-    histogram: Counter[int] = Counter()
+    passed, merged: delivered, lost, out of order, p50/p99/max over every delivery (and
+    p50/p99 of each swarm's own, when there are several)."""
+    histograms: list[Counter[int]] = [Counter() for _ in swarms]
     delivered = out_of_order = 0
     worst = 0.0
     deadline = time.monotonic() + timeout
     while True:
-        for swarm in swarms:
+        for swarm, histogram in zip(swarms, histograms, strict=True):
             report = swarm.ask("report")
             delivered += report["delivered"]
             out_of_order += report["out_of_order"]
@@ -162,9 +163,14 @@ def collect(swarms: list[Swarm], expected: int, timeout: float = 30) -> dict:
         if delivered >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return {"delivered": delivered, "lost": expected - delivered, "out_of_order": out_of_order,
-            "p50_ms": percentile(histogram, 50), "p99_ms": percentile(histogram, 99),
-            "max_ms": round(worst, 1)}
+    merged = sum(histograms, Counter())
+    result = {"delivered": delivered, "lost": expected - delivered,
+              "out_of_order": out_of_order, "p50_ms": percentile(merged, 50),
+              "p99_ms": percentile(merged, 99), "max_ms": round(worst, 1)}
+    if len(swarms) > 1:
+        result["per_swarm"] = [{"p50_ms": percentile(h, 50), "p99_ms": percentile(h, 99)}
+                               for h in histograms]
+    return result
 
 
 def measure(server: Server, clients: int, connect: dict, fire, count: int) -> dict:

@@ -2,8 +2,9 @@
 // stdin, one per line:
 //   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool,
 //            "views"?: [view...],   (with views, client i follows views[i % views.length])
-//            "localAddress"?}       (the clients' source address, e.g. 127.0.1.1: nginx's
+//            "localAddress"?,       (the clients' source address, e.g. 127.0.1.1: nginx's
 //                                    ip_hash picks the upstream from it)
+//            "batch"?}              (clients connecting at once, 50 by default)
 //   report            -> prints one JSON line of latency/delivery stats, then resets them;
 //                        "histogram" maps latency in tenths of ms to a count, so that the
 //                        reports of several swarms merge into exact percentiles
@@ -78,7 +79,7 @@ function open(index, opts) {
 }
 
 async function connect(opts) {
-  const batch = 50;  // do not stampede the accept loop
+  const batch = opts.batch || 50;  // do not stampede the accept loop
   for (let i = 0; i < opts.clients; i += batch) {
     const group = [];
     for (let j = i; j < Math.min(opts.clients, i + batch); j++) group.push(open(j, opts));
