@@ -12,7 +12,10 @@ them through nginx:
     p99 as a ratio to (a)'s in the same run;
 (c) a burst of changes (200/s for 10 s) with every client connected.
 
-The changes are PATCHes through nginx, the writers spread over both processes.
+The changes are PATCHes through nginx, the writers spread over both processes (or,
+with ``--writer sql``, plain SQL UPDATEs straight to PostgreSQL). Each writer waits for
+its answer before the next change, so a slow server slows the writers: the rate they
+reached is printed.
 nginx's ip_hash keys on the first three octets of the client's IPv4 address, so each
 half of the swarm connects from its own loopback /24 (127.0.K.1), probed first for the
 process it lands on; the clients each process holds are counted from its established
@@ -21,6 +24,7 @@ TCP connections (``ss``) and printed.
     .venv/bin/python bench/cluster.py                           # 4000 clients, 1 run
     .venv/bin/python bench/cluster.py --runs 3
     .venv/bin/python bench/cluster.py --clients 1000 --burst 100 --seconds 5
+    .venv/bin/python bench/cluster.py --writer sql     # plain SQL straight to PostgreSQL
 
 PostgreSQL: ``--database-url`` (default postgresql://postgres@127.0.0.1:5432), a role
 that may create databases. Needs Debian's nginx and redis-server.
@@ -44,7 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from live import Swarm, collect, cpu_seconds, patch_loop, setup_livecrud, write_changes  # noqa: E402, I001
+from live import (  # noqa: E402, I001
+    EDITS, Swarm, collect, cpu_seconds, patch_loop, setup_livecrud, write_changes)
 
 from tests.servers import EntrypointProcess, NginxProcess, RedisServer  # noqa: E402
 
@@ -143,7 +148,7 @@ class Cluster:
             raise
 
     def _start(self, workdir: Path, clients: int, writers: int) -> None:
-        db_url = f"{self.base_url}/{self.dbname}"
+        self.db_url = db_url = f"{self.base_url}/{self.dbname}"
         self.redis = RedisServer(workdir / "redis").start()
         env, self.token, self.ids = setup_livecrud(workdir, writers, db_url)
         del env["INSTANCE_PATH"]  # each process has its own
@@ -163,9 +168,14 @@ class Cluster:
     def held(self) -> dict[str, int]:
         return {f"app{n}": held(port) for n, port in enumerate(self.ports, 1)}
 
-    def writes(self, events: int, step: float, writers: int) -> None:
-        """``events`` PATCHes through nginx, writer w from process w % 2's address."""
+    def writes(self, events: int, step: float, writers: int, writer: str = "api") -> None:
+        """``events`` PATCHes through nginx, writer w from process w % 2's address; or
+        (``writer="sql"``) plain UPDATEs straight to PostgreSQL, one transaction each."""
         sources = [self.sources[p] for p in self.ports]
+        if writer == "sql":
+            write_changes(lambda w, times: sql_loop(self.db_url, self.ids[w], times),
+                          events, step, writers)
+            return
         write_changes(lambda w, times: patch_loop(self.nginx.port, self.token, self.ids[w],
                                                   times, sources[w % len(sources)]),
                       events, step, writers)
@@ -176,6 +186,17 @@ class Cluster:
                 part.stop()
         subprocess.run(["psql", f"{self.base_url}/postgres", "-X", "-q", "-c",
                         f"DROP DATABASE IF EXISTS {self.dbname} WITH (FORCE)"], check=False)
+
+
+def sql_loop(db_url: str, user_id: int, times: list[float]) -> None:
+    """Write like any other program would: plain SQL, one autocommitted UPDATE each."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for at in times:
+            time.sleep(max(0.0, at - time.monotonic()))
+            conn.execute("UPDATE users SET email = %s WHERE id = %s",
+                         (f"s{user_id}-{next(EDITS)}@example.com", user_id))
 
 
 def connect(cluster: Cluster, port: int, clients: int) -> Swarm:
@@ -209,9 +230,9 @@ def run_once(cluster: Cluster, args: argparse.Namespace) -> dict:
     half = args.clients // 2
     one, two = cluster.ports
     load = os.getloadavg()
-    spaced = partial(cluster.writes, args.events, args.interval, args.writers)
+    spaced = partial(cluster.writes, args.events, args.interval, args.writers, args.writer)
     burst_events = int(args.burst * args.seconds)
-    burst = partial(cluster.writes, burst_events, 1 / args.burst, args.writers)
+    burst = partial(cluster.writes, burst_events, 1 / args.burst, args.writers, args.writer)
     started = time.monotonic()
     swarms = [connect(cluster, one, half)]
     try:
@@ -260,6 +281,8 @@ def main() -> None:
     parser.add_argument("--burst", type=float, default=200, help="changes per second of (c)")
     parser.add_argument("--seconds", type=float, default=10, help="burst length")
     parser.add_argument("--writers", type=int, default=8, help="writer threads")
+    parser.add_argument("--writer", choices=["api", "sql"], default="api",
+                        help="PATCH through nginx, or plain SQL UPDATEs to PostgreSQL")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
