@@ -298,7 +298,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp), args.database_url, args.clients, args.writers)
         try:
-            print(f"processes on ports {cluster.ports}; client addresses "
+            print(f"nginx on {cluster.nginx.port}, processes on ports {cluster.ports}; "
+                  "client addresses "
                   + ", ".join(f"{cluster.sources[p]} -> {p}" for p in cluster.ports))
             for n in range(1, args.runs + 1):
                 runs.append(run_once(cluster, args))
