@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import socket
@@ -35,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -79,8 +82,11 @@ class Http:
     """One keep-alive HTTP connection: far lighter on the CPU the server shares than
     ``requests``, so the writers disturb the measurement less."""
 
-    def __init__(self, port: int, headers: dict | None = None) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    def __init__(self, port: int, headers: dict | None = None, source: str | None = None
+                 ) -> None:
+        # ``source``: the local address to connect from (nginx's ip_hash keys on it).
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30,
+                                               source_address=(source, 0) if source else None)
         self.headers = {"Content-Type": "application/json", **(headers or {})}
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict | None:
@@ -132,8 +138,50 @@ class Server:
         self.proc.wait(30)
 
 
+def percentile(histogram: Counter[int], p: float) -> float | None:
+    """The ``p``th percentile (ms) of a histogram of tenths of ms, as swarm.mjs ranks."""
+    rank = int(p / 100 * sum(histogram.values()))
+    for key in sorted(histogram):
+        rank -= histogram[key]
+        if rank < 0:
+            return key / 10
+    return None
+
+
+def collect(swarms: list[Swarm], expected: int, timeout: float = 30,
+            before_report: Callable[[Swarm], None] | None = None) -> dict:
+    """The swarms' reports until ``expected`` deliveries arrived or ``timeout`` seconds
+    passed, merged: delivered, lost, out of order, p50/p99/max over every delivery (and
+    p50/p99 of each swarm's own, when there are several). ``before_report(swarm)`` runs
+    before each report is asked for."""
+    histograms: list[Counter[int]] = [Counter() for _ in swarms]
+    delivered = out_of_order = 0
+    worst = 0.0
+    deadline = time.monotonic() + timeout
+    while True:
+        for swarm, histogram in zip(swarms, histograms, strict=True):
+            if before_report:
+                before_report(swarm)
+            report = swarm.ask("report")
+            delivered += report["delivered"]
+            out_of_order += report["out_of_order"]
+            worst = max(worst, report["max_ms"] or 0)
+            histogram.update({int(k): v for k, v in report["histogram"].items()})
+        if delivered >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    merged = sum(histograms, Counter())
+    result = {"delivered": delivered, "lost": expected - delivered,
+              "out_of_order": out_of_order, "p50_ms": percentile(merged, 50),
+              "p99_ms": percentile(merged, 99), "max_ms": round(worst, 1)}
+    if len(swarms) > 1:
+        result["per_swarm"] = [{"p50_ms": percentile(h, 50), "p99_ms": percentile(h, 99)}
+                               for h in histograms]
+    return result
+
+
 def measure(server: Server, clients: int, connect: dict, fire, count: int,
-            commits=None) -> dict:
+            commits: Callable[[int], list] | None = None) -> dict:
     """Connect the swarm, fire ``count`` events through ``fire``, report the deliveries.
 
     ``commits(after)``, for view clients: the changes after cursor ``after`` as
@@ -147,30 +195,16 @@ def measure(server: Server, clients: int, connect: dict, fire, count: int,
         cpu_before = cpu_seconds(server.proc.pid)
         start = commits(-1)[-1][0] if commits else 0
 
-        def report() -> dict:
+        def report(swarm: Swarm) -> None:
             if commits:
                 swarm.proc.stdin.write(f"commits {json.dumps(commits(start))}\n")
-            return swarm.ask("report")
 
         fire()
-        expected = count * clients
-        deadline = time.monotonic() + 30
-        result = report()
+        result = collect([swarm], count * clients, before_report=report)
         delivered = result["delivered"]
-        latencies = [result]
-        while delivered < expected and time.monotonic() < deadline:
-            time.sleep(0.5)
-            more = report()
-            delivered += more["delivered"]
-            latencies.append(more)
         cpu = cpu_seconds(server.proc.pid) - cpu_before
-        # Percentiles of the first report cover nearly everything; merge by max for safety.
-        worst = max(latencies, key=lambda r: r["p99_ms"] or 0)
         return {
-            "clients": clients, "events": count, "delivered": delivered,
-            "lost": expected - delivered,
-            "out_of_order": sum(r["out_of_order"] for r in latencies),
-            "p50_ms": result["p50_ms"], "p99_ms": worst["p99_ms"], "max_ms": worst["max_ms"],
+            "clients": clients, "events": count, **result,
             "kb_per_connection": round((rss_after - rss_before) / clients, 1),
             "server_rss_mb": round(rss_kb(server.proc.pid) / 1024, 1),
             "cpu_us_per_message": round(cpu / max(delivered, 1) * 1e6, 1),
@@ -204,8 +238,13 @@ def seed_users(database: Path, count: int) -> None:
     conn.close()
 
 
-def setup_livecrud(workdir: Path, writers: int) -> tuple[dict, str, list[int]]:
-    env = {"INSTANCE_PATH": str(workdir), "DATABASE_URL": f"sqlite:///{workdir}/bench.sqlite",
+def setup_livecrud(workdir: Path, writers: int, database_url: str | None = None
+                   ) -> tuple[dict, str, list[int]]:
+    """Migrate the database (SQLite in ``workdir`` unless ``database_url``), create the
+    admin ``bench`` and ``writers`` target users: the server's environment, an API token
+    and the targets' ids."""
+    env = {"INSTANCE_PATH": str(workdir),
+           "DATABASE_URL": database_url or f"sqlite:///{workdir}/bench.sqlite",
            "SECRET_KEY": "bench-only", "FLASK_CONFIG": "production",
            # Every client of the bench comes from one address.
            "SOCKETIO_MAX_CONNECTIONS_PER_ADDRESS": "20000"}
@@ -218,6 +257,34 @@ def setup_livecrud(workdir: Path, writers: int) -> tuple[dict, str, list[int]]:
     ids = [int(run("users", "create", f"target{i}", "--email", f"target{i}@example.com",
                    "--password", "bench-password")) for i in range(writers)]
     return env, run("tokens", "issue", "bench"), ids
+
+
+EDITS = itertools.count()  # a new email every time: the same one again is no change
+
+
+def patch_loop(port: int, token: str, user_id: int, times: list[float],
+               source: str | None = None) -> None:
+    """PATCH the user's email at each of ``times`` (monotonic), over one connection."""
+    http = Http(port, {"Authorization": f"Bearer {token}"}, source)
+    version = http.call("GET", f"/api/users/{user_id}")["version"]
+    for at in times:
+        time.sleep(max(0.0, at - time.monotonic()))
+        version = http.call("PATCH", f"/api/users/{user_id}",
+                            {"email": f"u{user_id}-{next(EDITS)}@example.com",
+                             "version": version})["version"]
+    http.close()
+
+
+def write_changes(loop: Callable[[int, list[float]], None], events: int, step: float,
+                  writers: int) -> None:
+    """``events`` changes ``step`` seconds apart, shared round-robin by ``writers``
+    threads: ``loop(w, times)`` makes writer w's changes at its times."""
+    start = time.monotonic() + 0.2
+    schedule = [start + i * step for i in range(events)]
+    per_writer = [schedule[w::writers] for w in range(writers)]
+    with ThreadPoolExecutor(writers) as pool:
+        for f in [pool.submit(loop, w, per_writer[w]) for w in range(writers) if per_writer[w]]:
+            f.result()
 
 
 def sql_loop(database: Path, user_id: int, times: list[float]) -> None:
@@ -305,27 +372,10 @@ def livecrud_run(clients: int, events: int, interval: float, rate: float | None,
         port = free_port()
         server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
         try:
-            def patch_loop(user_id: int, times: list[float]) -> None:
-                http = Http(port, {"Authorization": f"Bearer {token}"})
-                version = http.call("GET", f"/api/users/{user_id}")["version"]
-                for n, at in enumerate(times):
-                    time.sleep(max(0.0, at - time.monotonic()))
-                    version = http.call("PATCH", f"/api/users/{user_id}",
-                                        {"email": f"u{user_id}-{n}@example.com",
-                                         "version": version})["version"]
-                http.close()
-
-            def fire() -> None:
-                start = time.monotonic() + 0.2
-                step = 1 / rate if rate else interval
-                schedule = [start + i * step for i in range(events)]
-                per_writer = [schedule[w::writers] for w in range(writers)]
-                loop = patch_loop if writer == "api" else partial(sql_loop,
-                                                                   Path(tmp) / "bench.sqlite")
-                with ThreadPoolExecutor(writers) as pool:
-                    for f in [pool.submit(loop, ids[w], per_writer[w])
-                              for w in range(writers) if per_writer[w]]:
-                        f.result()
+            loop = partial(patch_loop, port, token) if writer == "api" else partial(
+                sql_loop, Path(tmp) / "bench.sqlite")
+            fire = partial(write_changes, lambda w, times: loop(ids[w], times), events,
+                           1 / rate if rate else interval, writers)
 
             return measure(server, clients, {"namespace": "/users", "event": "changes",
                                              "token": token, "subscribe": True}, fire, events)

@@ -1,8 +1,14 @@
-// A swarm of Socket.IO clients for bench/live.py. Reads commands on stdin, one per line:
+// A swarm of Socket.IO clients for bench/live.py and bench/cluster.py. Reads commands on
+// stdin, one per line:
 //   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool,
-//            "views"?: [view...]}   (with views, client i follows views[i % views.length])
+//            "views"?: [view...],   (with views, client i follows views[i % views.length])
+//            "localAddress"?,       (the clients' source address, e.g. 127.0.1.1: nginx's
+//                                    ip_hash picks the upstream from it)
+//            "batch"?}              (clients connecting at once, 50 by default)
 //   commits [[cursor, commit time ms]...]   (views: the measured changes, in cursor order)
-//   report            -> prints one JSON line of latency/delivery stats, then resets them
+//   report            -> prints one JSON line of latency/delivery stats, then resets them;
+//                        "histogram" maps latency in tenths of ms to a count, so that the
+//                        reports of several swarms merge into exact percentiles
 //   quit
 // Latency of one delivery = arrival time - the event's own timestamp (the change's
 // commit time "at", or the bare server's "t"), both on this machine's clock. A view
@@ -49,6 +55,7 @@ function open(index, opts) {
   return new Promise((resolve, reject) => {
     const socket = io(opts.url + opts.namespace, {
       forceNew: true, transports: ["websocket"], reconnection: false,
+      localAddress: opts.localAddress,
       auth: opts.token ? { token: opts.token } : undefined,
     });
     const timer = setTimeout(() => reject(new Error(`client ${index}: connect timeout`)), 60000);
@@ -79,7 +86,7 @@ function open(index, opts) {
 }
 
 async function connect(opts) {
-  const batch = 50;  // do not stampede the accept loop
+  const batch = opts.batch || 50;  // do not stampede the accept loop
   for (let i = 0; i < opts.clients; i += batch) {
     const group = [];
     for (let j = i; j < Math.min(opts.clients, i + batch); j++) group.push(open(j, opts));
@@ -116,10 +123,20 @@ function countViews() {
   }
 }
 
+function histogram(sorted) {
+  const counts = {};
+  for (const ms of sorted) {
+    const key = Math.round(ms * 10);
+    counts[key] = (counts[key] || 0) + 1;
+  }
+  return counts;
+}
+
 function report() {
   countViews();
   const sorted = Float64Array.from(latencies).sort();
   send({
+    histogram: histogram(sorted),
     delivered, out_of_order: outOfOrder,
     p50_ms: percentile(sorted, 50), p99_ms: percentile(sorted, 99),
     max_ms: sorted.length ? sorted[sorted.length - 1] : null,
