@@ -23,6 +23,12 @@ from app.models import User
 CONTEXT_KEY = "change_context"
 TOUCHED_KEY = "users_touched"
 WRITTEN_KEY = "change_context_written"
+# Built once (every write runs them).
+_SET_CONTEXT_PG = text("SELECT set_config('livecrud.actor', :actor, true), "
+                       "set_config('livecrud.origin', :origin, true)")
+_SET_CONTEXT_SQLITE = text("INSERT OR REPLACE INTO change_context (id, actor, origin) "
+                           "VALUES (1, :actor, :origin)")
+_CLEAR_CONTEXT_SQLITE = text("DELETE FROM change_context")
 
 
 def set_change_context(actor: str | None, origin: str) -> None:
@@ -44,17 +50,9 @@ def _write_context(session: Session) -> None:
     actor, origin = session.info.get(CONTEXT_KEY, (None, "app"))
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT set_config('livecrud.actor', :actor, true), "
-                 "set_config('livecrud.origin', :origin, true)"),
-            {"actor": actor or "", "origin": origin},
-        )
+        conn.execute(_SET_CONTEXT_PG, {"actor": actor or "", "origin": origin})
     else:
-        conn.execute(
-            text("INSERT OR REPLACE INTO change_context (id, actor, origin) "
-                 "VALUES (1, :actor, :origin)"),
-            {"actor": actor, "origin": origin},
-        )
+        conn.execute(_SET_CONTEXT_SQLITE, {"actor": actor, "origin": origin})
         session.info[WRITTEN_KEY] = True
 
 
@@ -64,7 +62,7 @@ def _after_flush(session: Session, flush_context: Any) -> None:
 
 def _clear_context(session: Session) -> None:
     if session.info.pop(WRITTEN_KEY, False):  # empty it in the flush that filled it
-        session.connection().execute(text("DELETE FROM change_context"))
+        session.connection().execute(_CLEAR_CONTEXT_SQLITE)
 
 
 @contextmanager

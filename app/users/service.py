@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
@@ -244,18 +244,24 @@ def _ensure_other_admin(user: User) -> None:
         raise LastAdminError()
 
 
+# Whether another user has the username (any case) or the email: built once, as every
+# create and rename runs them. ``exclude`` is the user being changed (-1: none).
+_TAKEN = {
+    "username": ascii_order(User.username) == bindparam("value"),
+    "email": User.email == bindparam("value"),
+}
+_TAKEN_QUERIES = {field: select(func.count()).select_from(User).where(
+    condition, User.id != bindparam("exclude")) for field, condition in _TAKEN.items()}
+
+
 def _check_unique(clean: dict[str, Any], exclude_id: int | None = None) -> None:
     errors: dict[str, list[str]] = {}
     for field in ("username", "email"):
         if field not in clean:
             continue
-        column = getattr(User, field)
-        value = clean[field]
-        query = select(func.count()).select_from(User).where(
-            same_username(value) if field == "username" else column == value)
-        if exclude_id is not None:
-            query = query.where(User.id != exclude_id)
-        if db.session.scalar(query):
+        value = fold(clean[field]) if field == "username" else clean[field]
+        exclude = -1 if exclude_id is None else exclude_id
+        if db.session.scalar(_TAKEN_QUERIES[field], {"value": value, "exclude": exclude}):
             errors[field] = [f"This {field} is already taken."]
     if errors:
         raise DuplicateError(errors)
