@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from live import (  # noqa: E402, I001
-    EDITS, Swarm, collect, cpu_seconds, patch_loop, setup_livecrud, write_changes)
+    EDITS, Swarm, collect, cpu_seconds, patch_loop, save_results, setup_livecrud,
+    write_changes)
 
 from tests.servers import EntrypointProcess, NginxProcess, RedisServer  # noqa: E402
 
@@ -306,11 +307,7 @@ def main() -> None:
                 print_run(n, runs[-1], args)
         finally:
             cluster.stop()
-    out = ROOT / "bench/results"
-    out.mkdir(exist_ok=True)
-    path = out / f"cluster-{int(time.time())}.json"
-    path.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
-    print(f"\nraw figures: {path.relative_to(ROOT)}")
+    save_results("cluster", args, runs)
 
 
 if __name__ == "__main__":

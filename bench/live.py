@@ -424,10 +424,15 @@ def main() -> None:
                   f"{ours['p99_ms'] / bare['p99_ms']:8.2f} {'':6} {'':5} "
                   f"{ours['kb_per_connection'] / max(bare['kb_per_connection'], 0.1):8.2f} "
                   f"{ours['cpu_us_per_message'] / max(bare['cpu_us_per_message'], 0.1):10.2f}")
+    save_results("live", args, rows)
+
+
+def save_results(name: str, args: argparse.Namespace, runs: list) -> None:
+    """Write a run's raw figures to bench/results/ (not committed) and say where."""
     out = ROOT / "bench/results"
     out.mkdir(exist_ok=True)
-    path = out / f"live-{int(time.time())}.json"
-    path.write_text(json.dumps({"args": vars(args), "runs": rows}, indent=2))
+    path = out / f"{name}-{int(time.time())}.json"
+    path.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
     print(f"\nraw figures: {path.relative_to(ROOT)}")
 
 
