@@ -1,6 +1,7 @@
 // The chat page: rooms with history and presence, private messages (namespace /chat).
 // Every message is rendered with textContent: user text never becomes markup.
 import { io } from "/vendor/socket.io.esm.min.js";
+import { retryIfUnavailable } from "./reconnect.js";
 
 const root = document.getElementById("chat");
 const me = root.dataset.username;
@@ -239,10 +240,7 @@ socket.on("connect", () => {
 socket.on("disconnect", () => setStatus("Disconnected, reconnecting…", true));
 socket.on("connect_error", (err) => {
   setStatus(`Cannot connect: ${err.message}`, true);
-  // Refused only for now (the server's database is not answering): try again later.
-  if (!socket.active && err.message.startsWith("unavailable")) {
-    setTimeout(() => { if (!socket.connected) socket.connect(); }, 3000);
-  }
+  retryIfUnavailable(socket, err);
 });
 socket.on("message", (message) => addToRoom(message.room, message));
 socket.on("private", addPrivate);

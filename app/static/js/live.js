@@ -5,10 +5,10 @@
 // - view: one page of the table (search, filters, sort, page) that the server keeps exact;
 //   follow(view) switches pages on the same socket, and a reconnect subscribes again.
 import { io } from "/vendor/socket.io.esm.min.js";
+import { retryIfUnavailable } from "./reconnect.js";
 
 const RTT_EVERY_MS = 5000;
 const RETRY_MS = 1000;
-const UNAVAILABLE_RETRY_MS = 3000;  // a refusal while the server's database is down
 
 export class LiveFeed {
   /**
@@ -58,12 +58,10 @@ export class LiveFeed {
                       detail: final ? "closed by the server" : reason });
     });
     socket.on("connect_error", (err) => {
-      const refused = !socket.active;  // the server refused us: no automatic retry
-      // ...unless only for now (its database is not answering): try again in a while.
-      const later = refused && err.message.startsWith("unavailable");
-      if (later) setTimeout(() => { if (!socket.connected) socket.connect(); }, UNAVAILABLE_RETRY_MS);
-      this.setState({ state: refused && !later ? "offline" : "reconnecting",
-                      detail: refused && !later ? `refused: ${err.message}` : err.message });
+      // Refused by the server: no automatic retry, unless the refusal is only for now.
+      const final = !socket.active && !retryIfUnavailable(socket, err);
+      this.setState({ state: final ? "offline" : "reconnecting",
+                      detail: final ? `refused: ${err.message}` : err.message });
     });
     socket.on("change", (change) => this.deliver([change]));
     socket.on("changes", (changes) => this.deliver(changes));
