@@ -137,6 +137,8 @@ class ViewRegistry:
         """Note what ``changes`` (cursor, user id, row before, row after, payload) do to
         each page: which pages they can alter, and how each list's total moves. Each
         change's sort values are worked out once per list, each page's bounds once."""
+        if not self.pages:
+            return  # no view followed here: nothing to note (the plain stream's hot path)
         lists: dict[tuple, list[Page]] = defaultdict(list)
         for page in self.pages.values():
             lists[page.listing.order_key].append(page)
