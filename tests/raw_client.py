@@ -8,6 +8,7 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import websocket
@@ -83,23 +84,26 @@ class RawSocket:
 
     def ack(self, ack_id: int, timeout: float = 10) -> Any:
         """Wait for the acknowledgement ``ack_id``, skipping other frames."""
-        prefix = f"43{self.namespace},{ack_id}["
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = self.recv(max(deadline - time.monotonic(), 0.01))
-            if frame.startswith(prefix):
-                return json.loads(frame[len(prefix) - 1:])[0]
+        return self._wait(f"43{self.namespace},{ack_id}", lambda args: (True, args[0]), timeout)
 
     def event(self, name: str, timeout: float = 10) -> Any:
         """Wait for the event ``name`` on the namespace, skipping other frames."""
-        prefix = f"42{self.namespace},"
+        def named(args: list) -> tuple[bool, Any]:
+            return args[0] == name, args[1] if len(args) > 1 else None
+
+        return self._wait(f"42{self.namespace},", named, timeout)
+
+    def _wait(self, prefix: str, match: Callable[[list], tuple[bool, Any]],
+              timeout: float) -> Any:
+        """The value ``match(args)`` gives for the first frame ``prefix[args...]`` it
+        accepts (``(accepted, value)``), skipping every other frame."""
         deadline = time.monotonic() + timeout
         while True:
             frame = self.recv(max(deadline - time.monotonic(), 0.01))
-            if frame.startswith(prefix):
-                payload = json.loads(frame[len(prefix):])
-                if payload[0] == name:
-                    return payload[1] if len(payload) > 1 else None
+            if frame.startswith(prefix + "["):
+                accepted, value = match(json.loads(frame[len(prefix):]))
+                if accepted:
+                    return value
 
     def close(self) -> None:
         with contextlib.suppress(websocket.WebSocketException, OSError):  # closed already
