@@ -13,7 +13,7 @@ from app.api.params import json_object, users_listing
 from app.extensions import db
 from app.inputs import MAX_INT
 from app.models import User
-from app.users.service import create_user, delete_user, update_user
+from app.users.service import UserGoneError, change_user, create_user, delete_user
 
 # Fields the server sets. A client may send back the object it got (GET, 201, 409), so
 # they are dropped, not refused; the service never sees them.
@@ -68,12 +68,16 @@ def get_user(user_id: int):
 @admin_required
 def patch_user(user_id: int):
     """Change the given fields if ``version`` is still the user's version (else 409)."""
-    user = _get_user(user_id)
     data = _writable(json_object())
     version = data.pop("version", None)
     if type(version) is not int:
         raise bad_request({"version": ["Required: the integer version you last saw."]})
-    return update_user(user, data, version).to_dict()
+    if user_id > MAX_INT:
+        abort(404, description=f"no user with id {user_id}")
+    try:
+        return change_user(user_id, data, version)
+    except UserGoneError:
+        abort(404, description=f"no user with id {user_id}")
 
 
 @bp.delete("/users/<int:user_id>")

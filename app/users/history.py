@@ -57,9 +57,7 @@ def revert(user_id: int, cursor: int, expected_version: int | None = None) -> Us
         user = db.session.get(User, user_id)
         if user is not None:
             diff = {f: v for f, v in wanted.items() if getattr(user, f) != v}
-            if not diff:
-                user.updated_at = utcnow()  # still one new change
-            return update_user(user, diff, expected_version)
+            return update_user(user, diff, expected_version, always=True)  # one new change
         try:
             return _restore(user_id, wanted, change.row_after)
         except _Raced:

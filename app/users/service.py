@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import Update, bindparam, case, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
+from werkzeug.security import generate_password_hash
 
 from app.collation import ascii_order, fold
 from app.extensions import db
-from app.models import ROLES, User
+from app.inputs import MAX_INT
+from app.live.capture import core_writes
+from app.models import ROLES, USER_FIELDS, User, user_payload, utcnow
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EDITABLE = ("username", "email", "password", "role", "active")
@@ -169,38 +173,93 @@ def create_user(data: dict[str, Any]) -> User:
     return user
 
 
-def update_user(user: User, data: dict[str, Any], expected_version: int | None) -> User:
-    """Apply the given fields if ``user`` is still at ``expected_version``; commits.
+def update_user(user: User, data: dict[str, Any], expected_version: int | None, *,
+                always: bool = False) -> User:
+    """``change_user`` for a loaded ``user`` (pages, CLI, history); its attributes show
+    the new values at their next access."""
+    change_user(user.id, data, expected_version, always=always)
+    db.session.expire(user)
+    return user
 
-    Raises StaleVersionError when the stored user moved on, even between this
-    read and the write (SQLAlchemy's version check).
+
+def change_user(user_id: int, data: dict[str, Any], expected_version: int | None, *,
+                always: bool = False) -> dict[str, Any]:
+    """Apply the given fields to the user if it is still at ``expected_version`` (None:
+    any); commits; returns the user as payloads show it.
+
+    One UPDATE that checks the version and writes every given field; the user is read
+    first only when the change could take away an admin. A change that alters nothing
+    writes nothing (unless ``always``: a revert is one new change even then). Raises
+    StaleVersionError when the stored user moved on, UserGoneError when it is gone.
     """
     clean = validate(data, partial=True)
-    if expected_version is not None and expected_version != user.version:
-        raise StaleVersionError(user)
-    _check_unique(clean, exclude_id=user.id)
-    if user.role == "admin" and user.active and (
-        clean.get("role", "admin") != "admin" or clean.get("active", True) is False
-    ):
-        _ensure_other_admin(user)
-    if user.active and clean.get("active") is False:
-        user.session_epoch += 1  # reactivated later, it starts with no session alive
-    for field in ("username", "email", "role", "active"):
-        if field in clean:
-            setattr(user, field, clean[field])
-    if "password" in clean:
-        user.set_password(clean["password"])
-        user.session_epoch += 1  # a new password ends every session made with the old one
-    user_id = user.id
     try:
-        _commit()
-    except StaleDataError:
-        db.session.rollback()
-        current = db.session.get(User, user_id)
-        if current is None:
-            raise UserGoneError(user_id) from None
-        raise StaleVersionError(current) from None
+        _check_unique(clean, exclude_id=user_id)
+    except DuplicateError:
+        _stored(user_id, expected_version)  # a stale version is said first
+        raise
+    if clean.get("role", "admin") != "admin" or clean.get("active", True) is False:
+        current = db.session.execute(_ADMIN_STATE, {"id": user_id}).first()
+        if current is not None and current.role == "admin" and current.active:
+            _ensure_other_admin(user_id)
+    values = {f: clean[f] for f in ("username", "email", "role", "active") if f in clean}
+    if "password" in clean:
+        values["password_hash"] = generate_password_hash(clean["password"])
+    row = None
+    bindable = expected_version is None or abs(expected_version) <= MAX_INT
+    if bindable and (values or always):
+        statement = _update_statement(tuple(values), expected_version is not None,
+                                      compare=not always and "password" not in clean,
+                                      deactivates=clean.get("active") is False)
+        params = {f"new_{f}": v for f, v in values.items()}
+        with core_writes():
+            row = db.session.connection().execute(statement, {
+                **params, "user_id": user_id, "expected": expected_version, "now": utcnow()
+            }).first()
+    if row is None:  # moved on, gone, or nothing to change
+        return _stored(user_id, expected_version).to_dict()
+    _commit()
+    return user_payload(row._mapping)
+
+
+def _stored(user_id: int, expected_version: int | None) -> User:
+    """The user as stored now (after a rollback); StaleVersionError when it moved on from
+    ``expected_version``, UserGoneError when it is gone."""
+    db.session.rollback()
+    user = db.session.get(User, user_id, populate_existing=True)
+    if user is None:
+        raise UserGoneError(user_id)
+    if expected_version is not None and user.version != expected_version:
+        raise StaleVersionError(user)
     return user
+
+
+@cache
+def _update_statement(fields: tuple[str, ...], versioned: bool, *, compare: bool,
+                      deactivates: bool) -> Update:
+    """``change_user``'s UPDATE for one kind of change, built once (the API's PATCH runs
+    one per request): it sets ``fields`` (from the parameters ``new_<field>``), moves the
+    version on and, for a deactivation or a new password, the session epoch; it matches
+    only at version ``expected`` (``versioned``) and, with ``compare``, only when a field
+    changes. RETURNING the user as payloads show it."""
+    statement = update(User).where(User.id == bindparam("user_id"))
+    if versioned:
+        statement = statement.where(User.version == bindparam("expected"))
+    if compare:
+        statement = statement.where(or_(*(getattr(User, f).is_distinct_from(
+            bindparam(f"new_{f}")) for f in fields)))
+    epoch = User.session_epoch
+    if deactivates:  # reactivated later, it starts with no session alive
+        epoch = epoch + case((User.active, 1), else_=0)
+    if "password_hash" in fields:  # a new password ends every session made with the old one
+        epoch = epoch + 1
+    return statement.values({
+        **{f: bindparam(f"new_{f}") for f in fields},
+        "session_epoch": epoch, "version": User.version + 1, "updated_at": bindparam("now"),
+    }).returning(*(getattr(User, field) for field in USER_FIELDS))
+
+
+_ADMIN_STATE = select(User.role, User.active).where(User.id == bindparam("id"))
 
 
 def delete_user(user: User, expected_version: int | None = None) -> None:
@@ -215,7 +274,7 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
     user_id = user.id
     for _ in range(2):
         if user.role == "admin" and user.active:
-            _ensure_other_admin(user)
+            _ensure_other_admin(user.id)
         db.session.delete(user)
         try:
             _commit()
@@ -230,7 +289,7 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
     raise StaleVersionError(user)
 
 
-def _ensure_other_admin(user: User) -> None:
+def _ensure_other_admin(user_id: int) -> None:
     # On PostgreSQL, take the lock every write of users takes (migration 0002) before
     # looking: two admins demoting each other at once then run one after the other,
     # the second sees the first's change, and neither deadlocks on the other's row.
@@ -238,7 +297,7 @@ def _ensure_other_admin(user: User) -> None:
         db.session.execute(text("SELECT pg_advisory_xact_lock(7461832)"))
     others = db.session.scalars(
         select(User.id)
-        .where(User.role == "admin", User.active.is_(True), User.id != user.id)
+        .where(User.role == "admin", User.active.is_(True), User.id != user_id)
     ).all()
     if not others:
         raise LastAdminError()
