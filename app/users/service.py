@@ -6,12 +6,13 @@ import re
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.collation import ascii_order, fold
+from app.database import lock_checked_writes
 from app.extensions import db
 from app.models import ROLES, User
 
@@ -231,11 +232,10 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
 
 
 def _ensure_other_admin(user: User) -> None:
-    # On PostgreSQL, take the lock every write of users takes (migration 0002) before
-    # looking: two admins demoting each other at once then run one after the other,
-    # the second sees the first's change, and neither deadlocks on the other's row.
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(7461832)"))
+    # Locked before looking: two admins demoting each other at once then run one after
+    # the other, the second sees the first's change, and neither deadlocks on the
+    # other's row.
+    lock_checked_writes()
     others = db.session.scalars(
         select(User.id)
         .where(User.role == "admin", User.active.is_(True), User.id != user.id)
