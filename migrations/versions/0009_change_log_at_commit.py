@@ -35,7 +35,9 @@ commit:
 - 0005's ``users_id_floor`` read the sequence and moved it, relying on no other writer in
   between: two inserts of explicit ids above the sequence could move it down again. The
   move is now made under advisory lock 7461834, taken only when the sequence must move
-  (plain SQL inserting an id above it), and checked again under it.
+  (plain SQL inserting an id above it), and checked again under it. Inserts taking ids
+  from the sequence do not take that lock: one that hands out every id up to the new
+  floor between that check and setval would see the sequence set back below its id.
 - The app's checks (the last admin, bulk, CSV import) took 7461832 to see no other writer
   between check and write; now a transaction that took it early, then waited for a row
   lock of a writer that waits for it at commit, would deadlock. They take their own lock,
