@@ -8,13 +8,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from app.extensions import db
 
 T = TypeVar("T")
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_RECOVERY}  # not BUSY_SNAPSHOT: retrying is no use
+# PostgreSQL advisory lock of the app's checked writes. Not the change log's 7461832
+# (migration 0009), which a writer takes at its commit: holding that one while waiting
+# for a row lock would deadlock with the row's writer committing.
+CHECKED_WRITES_LOCK = 7461833
+_LOCK_CHECKED_WRITES = text(f"SELECT pg_advisory_xact_lock({CHECKED_WRITES_LOCK})")
 
 
 def _waiting_for_lock(timeout: float, call: Callable[..., T], *args: Any) -> T:
@@ -67,6 +72,15 @@ class LockWaitingConnection(sqlite3.Connection):
 
     def commit(self) -> None:
         _waiting_for_lock(self.lock_timeout, super().commit)
+
+
+def lock_checked_writes() -> None:
+    """Wait until no other checked write (the last-admin rule, bulk actions, CSV imports)
+    is in progress, and keep them out until this transaction ends: what this one checks
+    before it writes cannot change in between through them. SQLite needs nothing: its
+    writers hold the write lock from their first write, and the checks follow one."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(_LOCK_CHECKED_WRITES)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

@@ -143,33 +143,25 @@ def test_four_concurrent_writers_exactly_once_in_order(live, db_url, make_user):
 
 @pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
                          indirect=True)
-def test_postgres_commits_follow_cursor_order(live, db_url, make_user):
-    """A transaction holding an early cursor open makes later writers wait, so a change
-    can never commit behind a cursor the feed has already passed."""
+def test_postgres_cursors_follow_commit_order(live, db_url, make_user):
+    """A transaction left open does not hold up a later writer, whose change commits
+    first and gets the earlier cursor: the feed never passes a cursor that a slower
+    commit could still take (migration 0009)."""
     first, second = make_user("first").id, make_user("second").id
     client = live()
     start = client.subscribe(None)["cursor"]
-    engine = create_engine(db_url)
-    slow = engine.connect()
-    slow_tx = slow.begin()
-    slow.execute(text("UPDATE users SET role = 'admin' WHERE id = :id"), {"id": first})
-    done = threading.Event()
-
-    def fast_writer() -> None:
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE users SET role = 'admin' WHERE id = :id"),
+    engine = create_engine(db_url, connect_args={"options": "-c lock_timeout=5s"})
+    with engine.connect() as slow:
+        slow.execute(text("UPDATE users SET email = 'slow@example.com' WHERE id = :id"),
+                     {"id": first})
+        with engine.begin() as fast:  # LockNotAvailable if it waited for ``slow``
+            fast.execute(text("UPDATE users SET email = 'fast@example.com' WHERE id = :id"),
                          {"id": second})
-        done.set()
-
-    thread = threading.Thread(target=fast_writer)
-    thread.start()
-    assert not done.wait(1.0), "a second writer committed while an earlier cursor was open"
-    slow_tx.commit()
-    thread.join(10)
-    slow.close()
+        assert [(c["id"], c["cursor"]) for c in client.wait_for(1)] == [(second, start + 1)]
+        slow.commit()
     engine.dispose()
     changes = client.wait_for(2)
-    assert [(c["id"], c["cursor"]) for c in changes] == [(first, start + 1), (second, start + 2)]
+    assert [(c["id"], c["cursor"]) for c in changes] == [(second, start + 1), (first, start + 2)]
 
 
 def test_resume_after_disconnect_misses_nothing(live, live_server, make_user):

@@ -238,3 +238,35 @@ def test_ids_deleted_before_the_upgrade_are_not_handed_out(empty_url: str, engin
         new_id = conn.execute(text("INSERT INTO users (username, email) "
                                    "VALUES ('b', 'b@example.com') RETURNING id")).scalar_one()
     assert new_id > 100
+
+
+def _triggers_and_functions(engine: Engine) -> dict[str, str]:
+    """Every trigger (its definition) and, on PostgreSQL, every function (its source)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = conn.execute(text("SELECT name, sql FROM sqlite_master "
+                                     "WHERE type = 'trigger'"))
+        else:
+            rows = conn.execute(text(
+                "SELECT 'trigger ' || tgname, pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE NOT tgisinternal UNION ALL SELECT 'function ' || proname, prosrc "
+                "FROM pg_proc WHERE pronamespace = 'public'::regnamespace"))
+        return dict(rows.all())
+
+
+def test_change_log_at_commit_downgrades_to_what_was(empty_url: str, engine: Engine,
+                                                      tmp_path: Path):
+    """0009's downgrade puts back 0002's, 0003's and 0005's triggers and functions as
+    they were (SQLite: 0009 changes nothing)."""
+    flask_db(empty_url, tmp_path, "upgrade", "0008")
+    before = _triggers_and_functions(engine)
+    flask_db(empty_url, tmp_path, "upgrade")
+    upgraded = _triggers_and_functions(engine)
+    if engine.dialect.name == "sqlite":
+        assert upgraded == before
+    else:
+        assert upgraded["trigger users_change_log"].startswith("CREATE CONSTRAINT TRIGGER")
+        assert "trigger users_change_lock" not in upgraded
+    flask_db(empty_url, tmp_path, "downgrade", "0008")
+    assert _triggers_and_functions(engine) == before
+    assert_changes_captured(engine, "after_0009_downgrade")

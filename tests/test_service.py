@@ -1,6 +1,7 @@
 """The users service under races that the pages and the API cannot set up exactly."""
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -94,3 +95,44 @@ def test_two_admins_demoted_at_once_leave_one_admin(app, make_user):
     db.session.rollback()
     assert db.session.scalar(select(func.count()).select_from(User).where(
         User.role == "admin", User.active.is_(True))) == 1
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_a_checked_write_waiting_for_a_row_does_not_block_its_writer(app, db_url, make_user):
+    """The last-admin check holds its lock while it waits for the row another program is
+    changing; that program's commit (which takes the change log's lock) must go through,
+    not deadlock, and the check's write then finds the row moved on."""
+    ada, _ = (make_user(name, role="admin").id for name in ("ada", "bea"))
+    writer = create_engine(db_url, connect_args={"options": "-c lock_timeout=5s"})
+    watcher = create_engine(db_url)
+    outcome: list[str] = []
+
+    def demote() -> None:
+        with app.app_context():
+            user = db.session.get(User, ada)
+            try:
+                update_user(user, {"role": "user"}, user.version)
+                outcome.append("demoted")
+            except StaleVersionError:
+                outcome.append("stale")
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=demote)
+    try:
+        with writer.connect() as conn:
+            conn.execute(text(f"UPDATE users SET email = 'ada2@example.com' WHERE id = {ada}"))
+            thread.start()
+            deadline = time.monotonic() + 10
+            with watcher.connect() as look:  # until the demotion waits for the row
+                while not look.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                    assert time.monotonic() < deadline, "the demotion never reached the row"
+                    time.sleep(0.05)
+            conn.commit()
+        thread.join(10)
+    finally:
+        writer.dispose()
+        watcher.dispose()
+    assert outcome == ["stale"]
+    assert db.session.get(User, ada).role == "admin"

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select, text, update
+from sqlalchemy import ColumnElement, delete, select, update
 
+from app.database import lock_checked_writes
 from app.extensions import db
 from app.inputs import MAX_INT
 from app.live.capture import core_writes
@@ -73,10 +74,7 @@ def bulk_action(ids: Sequence[int], action: str, role: str | None = None) -> int
     """
     assert action in ACTIONS and (action != "set_role" or role in ROLES)
     wanted = sorted(set(ids))
-    if db.session.get_bind().dialect.name == "postgresql":
-        # The lock every write of users takes (migration 0002), taken before looking:
-        # the check and the write see no other writer in between.
-        db.session.execute(text("SELECT pg_advisory_xact_lock(7461832)"))
+    lock_checked_writes()  # before looking: no other checked write between check and write
     found: set[int] = set()
     admins_in_set = False
     for chunk in _chunks(wanted):

@@ -15,9 +15,10 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.database import lock_checked_writes
 from app.extensions import db
 from app.models import User
 from app.users.service import UserError, validate
@@ -147,8 +148,7 @@ def _check_against_table(lines: list[_Line], result: ImportResult) -> None:
 
 def _write(lines: list[_Line], result: ImportResult) -> None:
     """Apply every line and commit; the last-admin rule holds for the whole file."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(7461832)"))
+    lock_checked_writes()
     admins_before = _active_admins()
     for line in lines:
         user = line.user

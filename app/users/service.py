@@ -7,13 +7,14 @@ from functools import cache
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Update, bindparam, case, func, or_, select, text, update
+from sqlalchemy import Update, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
 from werkzeug.security import generate_password_hash
 
 from app.collation import ascii_order, fold
+from app.database import lock_checked_writes
 from app.extensions import db
 from app.inputs import MAX_INT
 from app.live.capture import core_writes
@@ -290,11 +291,10 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
 
 
 def _ensure_other_admin(user_id: int) -> None:
-    # On PostgreSQL, take the lock every write of users takes (migration 0002) before
-    # looking: two admins demoting each other at once then run one after the other,
-    # the second sees the first's change, and neither deadlocks on the other's row.
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("SELECT pg_advisory_xact_lock(7461832)"))
+    # Locked before looking: two admins demoting each other at once then run one after
+    # the other, the second sees the first's change, and neither deadlocks on the
+    # other's row.
+    lock_checked_writes()
     others = db.session.scalars(
         select(User.id)
         .where(User.role == "admin", User.active.is_(True), User.id != user_id)

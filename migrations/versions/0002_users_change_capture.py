@@ -6,7 +6,8 @@ SQL) gets one, so optimistic locking sees every change.
 
 PostgreSQL: a statement-level BEFORE trigger takes a transaction-scoped advisory lock,
 so writers of users commit one after the other and cursors are assigned in commit
-order: a reader that has seen cursor N can never later see a smaller one commit.
+order: a reader that has seen cursor N can never later see a smaller one commit (0009
+takes the lock at commit instead, when it writes the change).
 Each change also sends NOTIFY user_changes, which wakes the followers at once.
 
 Revision ID: 0002

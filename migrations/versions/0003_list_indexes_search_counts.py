@@ -9,7 +9,8 @@
 - ``user_counts``: how many users per (role, active), kept by triggers, so the
   dashboard's totals do not count a million rows. PostgreSQL uses statement triggers
   with transition tables: one write per statement, however many rows it changes
-  (writers of users are serialized by 0002's advisory lock).
+  (0009: writers of users are no longer serialized; those that change counts queue on
+  the user_counts rows they change, locked in order).
 - ``change_minutes``: changes per minute (unix seconds // 60), kept by a trigger on
   user_changes, for the dashboard's chart.
 

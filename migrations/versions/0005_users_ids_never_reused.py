@@ -57,7 +57,8 @@ PG_FLOOR = """SELECT setval(pg_get_serial_sequence('users', 'id'), top) FROM (
 PG_UP = [
     PG_FLOOR,
     # Writers of users are serialized (0002's advisory lock): no nextval runs between
-    # the read of the sequence and setval.
+    # the read of the sequence and setval. 0009 ends that and moves the sequence under a
+    # lock of its own.
     """CREATE FUNCTION users_id_floor() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         seq text := pg_get_serial_sequence('users', 'id');
