@@ -211,6 +211,31 @@ def test_patch_back_the_fetched_user(client: FlaskClient, admin: User, make_user
     assert db.session.get(User, admin.id).email == "admin@example.com"
 
 
+def test_patch_that_changes_nothing_writes_nothing(client: FlaskClient, make_user,
+                                                   admin_auth):
+    user = make_user("dave")
+    fetched = client.get(f"/api/users/{user.id}", headers=admin_auth).get_json()
+    logged = db.session.scalar(select(func.count()).select_from(UserChange))
+    response = client.patch(f"/api/users/{user.id}", headers=admin_auth, json=fetched)
+    assert response.status_code == 200 and response.get_json() == fetched
+    assert db.session.scalar(select(func.count()).select_from(UserChange)) == logged
+    # One changed field among unchanged ones is one change.
+    response = client.patch(f"/api/users/{user.id}", headers=admin_auth,
+                            json={**fetched, "role": "admin"})
+    assert response.get_json()["version"] == fetched["version"] + 1
+    assert db.session.scalar(select(func.count()).select_from(UserChange)) == logged + 1
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63, -(2**70)])
+def test_patch_with_a_version_no_user_has_is_409(client: FlaskClient, make_user, admin_auth,
+                                                 version):
+    user = make_user("dave")
+    response = client.patch(f"/api/users/{user.id}", headers=admin_auth,
+                            json={"version": version, "email": "never@example.com"})
+    assert response.status_code == 409
+    assert response.get_json()["current"]["email"] == "dave@example.com"
+
+
 def test_create_ignores_read_only_fields(client: FlaskClient, admin: User, admin_auth):
     body = {**NEW_USER, "id": admin.id, "created_at": "2000-01-01T00:00:00+00:00",
             "updated_at": None}

@@ -28,8 +28,8 @@ def load_user(session_id: str) -> User | None:
 @bp.before_app_request
 def end_inactive_session() -> None:
     """A user deactivated while logged in is logged out at their next request (health
-    checks and static files need no user: they never ask the database)."""
-    if request.blueprint == "health" or request.endpoint == "static":
+    checks, static files and the token-only API need no login: they never ask)."""
+    if request.blueprint in ("health", "api") or request.endpoint == "static":
         return
     if current_user.is_authenticated and not current_user.is_active:
         logout_user()
