@@ -64,11 +64,22 @@ def test_import_creates_and_updates_in_one_go(runner, admin, make_user, tmp_path
 
 def test_an_export_imports_back_unchanged(runner, admin, make_user, tmp_path):
     make_user("alice")
+    make_user("-A1", email="=cmd|'/Ccalc'!A0@example.com")  # formulas to a spreadsheet
+    make_user("quote", email="'=not.a.formula@example.com")
     before = snapshot()
     exported = runner.invoke(args=["users", "export"]).stdout
     result = runner.invoke(args=["users", "import", write(tmp_path, exported)])
     assert result.exit_code == 0, result.output
     assert snapshot() == before
+
+
+def test_an_export_defuses_formulas_for_spreadsheets(runner, admin, make_user):
+    make_user("-A1", email="+1@example.com")
+    make_user("bob", email="=cmd|'/ccalc'!a0@example.com")
+    _, *rows = csv.reader(io.StringIO(runner.invoke(args=["users", "export"]).stdout))
+    cells = {cell for row in rows for cell in row}
+    assert {"'-A1", "'+1@example.com", "'=cmd|'/ccalc'!a0@example.com"} <= cells
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
 
 
 def test_import_reports_every_bad_line_and_writes_nothing(runner, admin, make_user,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from app.database import lock_checked_writes
 from app.extensions import db
 from app.models import User
+from app.users.csvio import csv_text
 from app.users.service import UserError, validate
 
 COLUMNS = ("id", "username", "email", "role", "active", "password", "version")
@@ -85,6 +86,8 @@ def _check(number: int, record: dict[str, Any], seen: dict[tuple[str, str], int]
     if None in record:
         raise ValueError("more values than the header has columns")
     values = {k: (v or "").strip() for k, v in record.items() if k in COLUMNS}
+    for name in ("username", "email"):  # an export's apostrophe before formula-like text
+        values[name] = csv_text(values.get(name, ""))
     data: dict[str, Any] = {k: values[k] for k in ("username", "email", "role", "password")
                             if values.get(k)}
     for required in ("username", "email"):

@@ -19,6 +19,11 @@ from app.users.listing import Listing
 
 CSV_FIELDS = USER_FIELDS
 EXPORT_BATCH = 2000
+# A cell a spreadsheet would run as a formula (OWASP's "CSV injection" list; an email such
+# as =cmd|'/Ccalc'!A0@example.com is valid) goes out after an apostrophe, the
+# spreadsheets' mark for "text"; so does one that starts with an apostrophe itself, so
+# that the import can take one leading apostrophe off every username and email.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
 def _after(keys: list[tuple[ColumnElement[Any], bool]], last: list[Any]) -> ColumnElement[bool]:
@@ -67,10 +72,17 @@ def export_rows(listing: Listing, batch: int = EXPORT_BATCH) -> Iterator[dict[st
 
 
 def csv_value(value: Any) -> str:
-    """A value as the JSON spells it: ``true``/``false``, ISO 8601 timestamps."""
+    """A value as the JSON spells it (``true``/``false``, ISO 8601 timestamps), text that
+    a spreadsheet would take for a formula behind an apostrophe."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return "" if value is None else str(value)
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(FORMULA_START) else text
+
+
+def csv_text(cell: str) -> str:
+    """A username or email cell as ``csv_value`` wrote it, back to the value."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def export_csv(listing: Listing) -> Iterator[str]:
