@@ -199,12 +199,15 @@ def measure(server: Server, clients: int, connect: dict, fire, count: int,
             if commits:
                 swarm.proc.stdin.write(f"commits {json.dumps(commits(start))}\n")
 
+        fired = time.monotonic()
         fire()
+        rate = count / (time.monotonic() - fired)  # writers wait for each answer
         result = collect([swarm], count * clients, before_report=report)
         delivered = result["delivered"]
         cpu = cpu_seconds(server.proc.pid) - cpu_before
         return {
-            "clients": clients, "events": count, **result,
+            "clients": clients, "events": count, "written_per_second": round(rate, 1),
+            **result,
             "kb_per_connection": round((rss_after - rss_before) / clients, 1),
             "server_rss_mb": round(rss_kb(server.proc.pid) / 1024, 1),
             "cpu_us_per_message": round(cpu / max(delivered, 1) * 1e6, 1),
@@ -419,6 +422,8 @@ def main() -> None:
                 print(f"  {name:10} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['lost']:6d} "
                       f"{r['out_of_order']:5d} {r['kb_per_connection']:8.1f} "
                       f"{r['cpu_us_per_message']:10.1f}")
+        if args.burst:
+            print(f"  written at {ours['written_per_second']:g}/s (asked {args.burst:g}/s)")
         if bare:
             print(f"  {'ratio':10} {ours['p50_ms'] / bare['p50_ms']:8.2f} "
                   f"{ours['p99_ms'] / bare['p99_ms']:8.2f} {'':6} {'':5} "
