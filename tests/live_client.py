@@ -12,6 +12,21 @@ import socketio
 NS = "/users"
 
 
+class InOrderEngineIO(engineio.Client):
+    """Engine.IO's client handles each message in a thread of its own, so two frames may
+    be recorded out of order: here each is handled before the next is read (handlers
+    must then not wait for an answer: acknowledgements arrive through callbacks)."""
+
+    def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        kwargs["run_async"] = False
+        return super()._trigger_event(event, *args, **kwargs)
+
+
+class InOrderClient(socketio.Client):
+    def _engineio_client_class(self) -> type[engineio.Client]:
+        return InOrderEngineIO
+
+
 class LiveClient:
     """Connects to /users, subscribes, and records every change it is sent."""
 
@@ -22,7 +37,7 @@ class LiveClient:
         self.cursor: int | None = None
         self.disconnected = threading.Event()
         self._arrived = threading.Condition()
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = InOrderClient(reconnection=False)  # frames recorded as they came
         self.sio.on("change", self._on_change, namespace=NS)
         self.sio.on("changes", self._on_changes, namespace=NS)
         self.sio.on("disconnect", lambda *a: self.disconnected.set(), namespace=NS)
@@ -64,21 +79,6 @@ class LiveClient:
             self.sio.disconnect()
 
 
-class _InOrderEngineIO(engineio.Client):
-    """Engine.IO's client handles each message in a thread of its own, so two frames may
-    be recorded out of order: here each is handled before the next is read (handlers
-    must then not wait for an answer: acknowledgements arrive through callbacks)."""
-
-    def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
-        kwargs["run_async"] = False
-        return super()._trigger_event(event, *args, **kwargs)
-
-
-class _InOrderClient(socketio.Client):
-    def _engineio_client_class(self) -> type[engineio.Client]:
-        return _InOrderEngineIO
-
-
 class ResumingClient:
     """A /users client that behaves like the dashboard (app/static/js/live.js): on every
     connection it subscribes with the last cursor it saw; whenever the connection ends
@@ -116,7 +116,7 @@ class ResumingClient:
 
     def _keep_connected(self) -> None:
         while not self._closed.is_set():
-            sio = _InOrderClient(reconnection=False)
+            sio = InOrderClient(reconnection=False)
             sio.on("connect", lambda sio=sio: self._subscribe(sio), namespace=NS)
             sio.on("change", lambda change: self._record([change]), namespace=NS)
             sio.on("changes", self._record, namespace=NS)

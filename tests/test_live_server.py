@@ -21,7 +21,7 @@ from app.extensions import db
 from app.models import LiveState, UserChange
 from app.users.service import update_user
 from tests.conftest import BOTH_DATABASES, PASSWORD
-from tests.live_client import LiveClient
+from tests.live_client import InOrderClient, LiveClient
 
 pytestmark = pytest.mark.server
 
@@ -301,7 +301,7 @@ def test_flask_run_threading_mode_never_sends_a_change_before_the_ack(server_fac
     try:
         for _ in range(8):
             events: list[tuple[str, int]] = []
-            sio = socketio.Client(reconnection=False)
+            sio = InOrderClient(reconnection=False)
             clients.append(sio)
             sio.on("change", lambda c, ev=events: ev.append(("change", c["cursor"])),
                    namespace="/users")

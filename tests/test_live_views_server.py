@@ -15,6 +15,7 @@ import socketio
 
 from app.auth.tokens import issue_token
 from tests.conftest import BOTH_DATABASES
+from tests.live_client import InOrderClient
 from tests.test_live_server import api_create, plain_sql
 
 pytestmark = pytest.mark.server
@@ -30,7 +31,7 @@ class ViewClient:
         self.events: list[dict[str, Any]] = []
         self.bytes = 0
         self.lock = threading.Lock()
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = InOrderClient(reconnection=False)  # events applied as they came
         self.sio.on("view", self._on_view, namespace=NS)
         self.sio.connect(url, namespaces=[NS], auth={"token": token},
                          transports=["websocket"], wait_timeout=10)
