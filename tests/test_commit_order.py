@@ -7,6 +7,7 @@ writer that waits where it should not fails at once instead of hanging the test.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -93,6 +94,18 @@ def test_the_lock_is_taken_at_commit(connect: Connect):
     with pytest.raises(errors.LockNotAvailable):
         writer.commit()
     committing.rollback()
+
+
+def test_a_changes_time_is_its_commit_not_its_transactions_start(connect: Connect):
+    (user,) = add_users(connect(), "slowpoke")
+    writer, clock = connect(), connect()
+    writer.execute("UPDATE users SET email = 'late@example.com' WHERE id = %s", (user,))
+    time.sleep(1)
+    (before_commit,) = clock.execute("SELECT clock_timestamp()").fetchone()
+    writer.commit()
+    (at,) = clock.execute("SELECT created_at FROM user_changes WHERE user_id = %s "
+                          "ORDER BY cursor DESC LIMIT 1", (user,)).fetchone()
+    assert at >= before_commit
 
 
 def test_one_transaction_logs_its_changes_in_order(connect: Connect):

@@ -13,6 +13,10 @@ What this changes, and for what relied on writers of users queueing from stateme
 commit:
 
 - ``users_bump_version`` (BEFORE ROW) stays immediate: the app's version check sees it.
+- A change's ``created_at`` (its ``at``) is the moment it is logged, at commit
+  (``clock_timestamp()``), no longer its transaction's start (``now()``): as on SQLite,
+  it says when the change happened, not when its writer began (for a PATCH, its token
+  lookup; for a long transaction, long before).
 - Actor and origin (``livecrud.actor``, ``livecrud.origin``, transaction-local) are read
   at commit: a transaction that changes them between writes logs every change with the
   last ones. The app sets them once per transaction.
@@ -62,7 +66,7 @@ CHANGE_VALUES = """VALUES (
             CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE (to_jsonb(OLD) - 'password_hash')::json END,
             NULLIF(current_setting('livecrud.actor', true), ''),
             COALESCE(NULLIF(current_setting('livecrud.origin', true), ''), 'sql'),
-            now()
+            {at}
         ) RETURNING cursor INTO new_cursor;"""
 NO_OP_UPDATE = """IF TG_OP = 'UPDATE' AND NEW.version = OLD.version
            AND ROW(NEW.username, NEW.email, NEW.password_hash, NEW.role, NEW.active)
@@ -72,14 +76,14 @@ NO_OP_UPDATE = """IF TG_OP = 'UPDATE' AND NEW.version = OLD.version
         END IF;"""
 
 
-def _change_log(lock: str) -> str:
+def _change_log(lock: str, at: str) -> str:
     return f"""CREATE OR REPLACE FUNCTION users_change_log() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         new_cursor bigint;
     BEGIN
         {NO_OP_UPDATE}{lock}
         {CHANGE_COLUMNS}
-        {CHANGE_VALUES}
+        {CHANGE_VALUES.format(at=at)}
         PERFORM pg_notify('user_changes', new_cursor::text);
         RETURN NULL;
     END $$"""
@@ -127,7 +131,8 @@ PG_UP = [
     "DROP TRIGGER users_change_log ON users",
     "DROP TRIGGER users_change_lock ON users",
     "DROP FUNCTION users_change_lock()",
-    _change_log("\n        PERFORM pg_advisory_xact_lock(7461832);  -- cursors in commit order"),
+    _change_log("\n        PERFORM pg_advisory_xact_lock(7461832);  -- cursors in commit order",
+                "clock_timestamp()"),
     """CREATE CONSTRAINT TRIGGER users_change_log AFTER INSERT OR UPDATE OR DELETE ON users
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION users_change_log()""",
@@ -142,7 +147,7 @@ PG_DOWN = [
     _id_floor("PERFORM setval(seq, top);"),
     _counts_apply(""),
     "DROP TRIGGER users_change_log ON users",
-    _change_log(""),
+    _change_log("", "now()"),
     """CREATE FUNCTION users_change_lock() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         PERFORM pg_advisory_xact_lock(7461832);
