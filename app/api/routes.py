@@ -24,13 +24,21 @@ def _writable(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in READ_ONLY}
 
 
-def _get_user(user_id: int) -> User:
+def _missing(user_id: int) -> str:
+    return f"no user with id {user_id}"
+
+
+def _check_id(user_id: int) -> None:
     # No such id can exist, and sqlite3 cannot even bind one past 64 bits. Not checked by
     # the converter (<int(max=...)>): Werkzeug would answer 405 to PATCH and DELETE, as the
     # GET rule of the same path fails the same check after its methods were noted.
     if user_id > MAX_INT:
-        abort(404, description=f"no user with id {user_id}")
-    return db.get_or_404(User, user_id, description=f"no user with id {user_id}")
+        abort(404, description=_missing(user_id))
+
+
+def _get_user(user_id: int) -> User:
+    _check_id(user_id)
+    return db.get_or_404(User, user_id, description=_missing(user_id))
 
 
 @bp.get("/users")
@@ -72,12 +80,11 @@ def patch_user(user_id: int):
     version = data.pop("version", None)
     if type(version) is not int:
         raise bad_request({"version": ["Required: the integer version you last saw."]})
-    if user_id > MAX_INT:
-        abort(404, description=f"no user with id {user_id}")
+    _check_id(user_id)
     try:
         return change_user(user_id, data, version)
     except UserGoneError:
-        abort(404, description=f"no user with id {user_id}")
+        abort(404, description=_missing(user_id))
 
 
 @bp.delete("/users/<int:user_id>")
