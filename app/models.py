@@ -64,6 +64,11 @@ class UTCDateTime(TypeDecorator):
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def hash_password(password: str) -> str:
+    """How every password is stored (``User.password_hash``)."""
+    return generate_password_hash(password)
+
+
 class User(UserMixin, db.Model):
     """An account: the rows of the live users table."""
 
@@ -96,7 +101,7 @@ class User(UserMixin, db.Model):
     __mapper_args__ = {"version_id_col": version}
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = hash_password(password)
 
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)

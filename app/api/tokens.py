@@ -6,21 +6,21 @@ from functools import cache
 
 from flask import request
 from sqlalchemy import select
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import check_password_hash
 
 from app.api import bp
 from app.api.auth import token_required
 from app.api.errors import ApiError
 from app.auth.tokens import bearer_token, issue_token, revoke_token
 from app.extensions import db
-from app.models import ApiToken, User
+from app.models import ApiToken, User, hash_password
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="LiveCRUD"'}
 
 
 @cache
 def _dummy_hash() -> str:
-    return generate_password_hash("not a password")
+    return hash_password("not a password")
 
 
 def _basic_user() -> User:

@@ -11,14 +11,13 @@ from sqlalchemy import Update, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
-from werkzeug.security import generate_password_hash
 
 from app.collation import ascii_order, fold
 from app.database import lock_checked_writes
 from app.extensions import db
 from app.inputs import MAX_INT
 from app.live.capture import core_writes
-from app.models import ROLES, USER_FIELDS, User, user_payload, utcnow
+from app.models import ROLES, USER_FIELDS, User, hash_password, user_payload, utcnow
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EDITABLE = ("username", "email", "password", "role", "active")
@@ -205,7 +204,7 @@ def change_user(user_id: int, data: dict[str, Any], expected_version: int | None
             _ensure_other_admin(user_id)
     values = {f: clean[f] for f in ("username", "email", "role", "active") if f in clean}
     if "password" in clean:
-        values["password_hash"] = generate_password_hash(clean["password"])
+        values["password_hash"] = hash_password(clean["password"])
     row = None
     bindable = expected_version is None or abs(expected_version) <= MAX_INT
     if bindable and (values or always):
