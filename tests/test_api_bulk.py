@@ -136,6 +136,7 @@ def rows_of(response) -> list[list[str]]:
 
 def test_export_header_values_and_streaming(client, auth, make_user):
     make_user("Zed", role="admin", active=False)
+    make_user("-A1", email="=cmd|'/c'!a0@example.com")  # the API's values stay exact
     response = export(client, auth)
     assert response.mimetype == "text/csv"
     assert response.is_streamed and "Content-Length" not in response.headers
@@ -146,7 +147,8 @@ def test_export_header_values_and_streaming(client, auth, make_user):
     assert rows == [[str(u["id"]), u["username"], u["email"], u["role"],
                      "true" if u["active"] else "false", str(u["version"]),
                      u["created_at"], u["updated_at"]] for u in listed]
-    assert rows[-1][1:5] == ["Zed", "zed@example.com", "admin", "false"]
+    assert ["-A1", "=cmd|'/c'!a0@example.com"] in [row[1:3] for row in rows]
+    assert rows[-2][1:5] == ["Zed", "zed@example.com", "admin", "false"]
 
 
 def test_export_follows_the_list_order_and_filters_across_batches(app, client, auth):

@@ -34,6 +34,10 @@ def test_export_link_of_the_current_view(user_client, make_user):
     header, *rows = csv.reader(io.StringIO(response.get_data(as_text=True)))
     assert header[:2] == ["id", "username"]
     assert [r[1] for r in rows] == ["zed", "alice"]
+    make_user("-A1", email="=cmd|'/c'!a0@example.com")  # a download for spreadsheets
+    rows = list(csv.reader(io.StringIO(user_client.get("/users/export.csv?q=a1")
+                                       .get_data(as_text=True))))
+    assert rows[1][1:3] == ["'-A1", "'=cmd|'/c'!a0@example.com"]
 
 
 def test_import_page_shows_every_bad_line_and_writes_nothing(admin_client, bob):

@@ -32,7 +32,7 @@ def export_users():
         listing = Listing.from_args(args, strict=True)
     except ListingError as exc:
         raise bad_request(exc.errors) from None
-    return csv_response(export_csv(listing))
+    return csv_response(export_csv(listing, for_spreadsheets=False))
 
 
 def csv_response(chunks: Iterator[str]) -> Response:

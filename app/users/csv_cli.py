@@ -29,7 +29,7 @@ def export_command(q: str, role: str | None, active: str | None, sort: str) -> N
         listing = Listing.from_args(args, strict=True)
     except ListingError as exc:
         raise click.ClickException(str(exc)) from None
-    for chunk in export_csv(listing):
+    for chunk in export_csv(listing, for_spreadsheets=True):
         click.echo(chunk, nl=False)
 
 

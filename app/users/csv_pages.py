@@ -26,7 +26,8 @@ from app.users.routes import page_listing
 @login_required
 def export_page() -> Response:
     """Every user of the dashboard's view (all pages), as CSV, streamed."""
-    response = Response(stream_with_context(export_csv(page_listing())), mimetype="text/csv")
+    chunks = export_csv(page_listing(), for_spreadsheets=True)
+    response = Response(stream_with_context(chunks), mimetype="text/csv")
     response.headers["Content-Disposition"] = 'attachment; filename="users.csv"'
     return response
 

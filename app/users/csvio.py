@@ -19,10 +19,10 @@ from app.users.listing import Listing
 
 CSV_FIELDS = USER_FIELDS
 EXPORT_BATCH = 2000
-# A cell a spreadsheet would run as a formula (OWASP's "CSV injection" list; an email such
-# as =cmd|'/Ccalc'!A0@example.com is valid) goes out after an apostrophe, the
-# spreadsheets' mark for "text"; so does one that starts with an apostrophe itself, so
-# that the import can take one leading apostrophe off every username and email.
+# In a file for spreadsheets, a cell one would run as a formula (OWASP's "CSV injection"
+# list; an email such as =cmd|'/Ccalc'!A0@example.com is valid) goes out after an
+# apostrophe, the spreadsheets' mark for "text"; so does one that starts with an
+# apostrophe itself, so that the import can tell the mark from the value.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
@@ -72,26 +72,35 @@ def export_rows(listing: Listing, batch: int = EXPORT_BATCH) -> Iterator[dict[st
 
 
 def csv_value(value: Any) -> str:
-    """A value as the JSON spells it (``true``/``false``, ISO 8601 timestamps), text that
-    a spreadsheet would take for a formula behind an apostrophe."""
+    """A value as the JSON spells it: ``true``/``false``, ISO 8601 timestamps."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = "" if value is None else str(value)
+    return "" if value is None else str(value)
+
+
+def spreadsheet_text(text: str) -> str:
+    """``text`` behind an apostrophe where a spreadsheet would take it for a formula."""
     return f"'{text}" if text.startswith(FORMULA_START) else text
 
 
 def csv_text(cell: str) -> str:
-    """A username or email cell as ``csv_value`` wrote it, back to the value."""
-    return cell[1:] if cell.startswith("'") else cell
+    """A username or email cell back to its value: without the apostrophe that
+    ``spreadsheet_text`` put before it (an apostrophe before other text is the value's)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
 
 
-def export_csv(listing: Listing) -> Iterator[str]:
-    """The CSV text of ``listing``: the header line, then one chunk per batch of rows."""
+def export_csv(listing: Listing, *, for_spreadsheets: bool) -> Iterator[str]:
+    """The CSV text of ``listing``: the header line, then one chunk per batch of rows.
+
+    ``for_spreadsheets`` (the dashboard's download, the CLI): usernames and emails as
+    ``spreadsheet_text``; else (the API) every value exactly as in the JSON."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
+    guarded = ("username", "email") if for_spreadsheets else ()
     for count, row in enumerate(export_rows(listing), 1):
-        writer.writerow([csv_value(row[field]) for field in CSV_FIELDS])
+        writer.writerow([spreadsheet_text(csv_value(row[field])) if field in guarded
+                         else csv_value(row[field]) for field in CSV_FIELDS])
         if count % EXPORT_BATCH == 0:
             yield buffer.getvalue()
             buffer.seek(0)
