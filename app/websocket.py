@@ -157,7 +157,14 @@ class WebSocketHandler(BaseHandler):
     in_request = False
 
     def handle(self) -> None:
-        """Serve the TCP connection, known to the registry meanwhile (shutdown)."""
+        """Serve the TCP connection, known to the registry meanwhile (shutdown).
+
+        With Nagle's algorithm on, a response written in two sends (pywsgi writes the
+        headers, then the body) waits for the client's delayed ACK of the first: 40 ms
+        added to every request of a keep-alive connection. gunicorn's listener sets
+        TCP_NODELAY; ``manage.py run``'s does not, so each connection sets it here."""
+        if self.socket.family in (socket.AF_INET, socket.AF_INET6):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         registry = ConnectionRegistry.of(self.server.application)
         if registry is None:
             return super().handle()

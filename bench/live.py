@@ -396,6 +396,8 @@ def main() -> None:
     parser.add_argument("--no-bare", action="store_true", help="skip the reference server")
     parser.add_argument("--writer", choices=["api", "sql"], default="api",
                         help="make changes through the API, or with plain SQL from this process")
+    parser.add_argument("--writers", type=int, default=8,
+                        help="threads making the changes, each waiting for its answers")
     parser.add_argument("--views", type=int, help="clients follow this many live views")
     parser.add_argument("--users", type=int, default=2000, help="users in the table (--views)")
     args = parser.parse_args()
@@ -406,11 +408,12 @@ def main() -> None:
         bare = None if args.no_bare else bare_run(n, events, 1 / args.burst if args.burst
                                                    else args.interval)
         if args.views:
-            ours = views_run(n, events, args.interval, args.burst, args.views, args.users)
+            ours = views_run(n, events, args.interval, args.burst, args.views, args.users,
+                             args.writers)
             what = f"{events} changes, {args.views} views of {args.users} users" + (
                 f" at {args.burst:g}/s" if args.burst else "")
         else:
-            ours = livecrud_run(n, events, args.interval, args.burst, args.writer)
+            ours = livecrud_run(n, events, args.interval, args.burst, args.writer, args.writers)
             what = f"{events} changes through {args.writer}" + (
                 f" at {args.burst:g}/s" if args.burst else "")
         rows.append({"bare": bare, "livecrud": ours})

@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import threading
 import time
 
 import pytest
+from gevent.pywsgi import WSGIServer
+from geventwebsocket.handler import WebSocketHandler as BaseHandler
 from geventwebsocket.websocket import Header
 
 from app.auth.tokens import issue_token
-from app.websocket import unmask
+from app.websocket import WebSocketHandler, unmask
 from tests.live_client import LiveClient
 from tests.raw_ws import RawWebSocket
 from tests.test_chat_server import user_token
@@ -163,3 +166,21 @@ def test_unmask_matches_the_byte_by_byte_reference(size):
     header.mask = mask
     assert unmask(payload, mask) == bytes(header.unmask_payload(payload))
     assert unmask(unmask(payload, mask), mask) == payload
+
+
+def test_responses_are_sent_without_waiting_for_a_delayed_ack(app, monkeypatch):
+    """pywsgi sends a response's headers and its body in two writes. With Nagle's
+    algorithm on, the second waited for the client's delayed ACK of the first: 40 ms on
+    every request of a keep-alive connection (API scripts, the dashboard's polling). The
+    handler turns it off for each connection ``manage.py run`` accepts, before serving."""
+    served_with: list[int] = []
+    monkeypatch.setattr(BaseHandler, "handle", lambda handler: served_with.append(
+        handler.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    server = WSGIServer(("127.0.0.1", 0), app, handler_class=WebSocketHandler)
+    with socket.create_server(("127.0.0.1", 0)) as listener, \
+            socket.create_connection(listener.getsockname()):
+        accepted, address = listener.accept()
+        with accepted:
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+            WebSocketHandler(accepted, address, server).handle()
+    assert served_with == [1]
