@@ -9,14 +9,13 @@ from typing import Any
 from flask import g
 
 from app.api.errors import ApiError
-from app.auth.tokens import bearer_token, user_for_token
+from app.auth.tokens import TokenHolder, bearer_token, user_for_token
 from app.live.capture import set_change_context
-from app.models import User
 
 REALM = 'Bearer realm="LiveCRUD"'
 
 
-def _authenticate() -> User:
+def _authenticate() -> TokenHolder:
     token = bearer_token()
     if not token:
         raise ApiError(

@@ -10,7 +10,7 @@ from flask_socketio import ConnectionRefusedError, join_room
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from app.auth.tokens import user_for_token
+from app.auth.tokens import TokenHolder, user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
 from app.cluster import ClusterManager, current_cluster
 from app.extensions import db, socketio
@@ -34,7 +34,7 @@ def session_room(user_id: int, epoch: int) -> str:
     return f"{SESSION_ROOM}{user_id}:{epoch}"
 
 
-def authenticate(auth: Any) -> User:
+def authenticate(auth: Any) -> User | TokenHolder:
     """The user connecting (browser session, else ``auth={"token": ...}``).
 
     Raises ConnectionRefusedError (the client gets ``connect_error``) for anyone else,
@@ -42,7 +42,7 @@ def authenticate(auth: Any) -> User:
     On success the socket joins the user's room and its Socket.IO session remembers
     the user, so handlers need no database query to know who is speaking.
     """
-    user: User | None = None
+    user: User | TokenHolder | None = None
     try:
         if current_user.is_authenticated and current_user.is_active:
             user = current_user._get_current_object()
