@@ -108,6 +108,10 @@ class Config:
     CHAT_CATCHUP_SECONDS = float(os.environ.get("CHAT_CATCHUP_SECONDS", 1))
     CHAT_REPUBLISH_SECONDS = float(os.environ.get("CHAT_REPUBLISH_SECONDS", 10))
 
+    # Seconds one frame to a plain WebSocket (/ws/chat) may wait for its client to read
+    # (its buffers full); past them it is disconnected. The others go on meanwhile.
+    CHAT_WS_SEND_TIMEOUT = float(os.environ.get("CHAT_WS_SEND_TIMEOUT", 10))
+
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True

@@ -143,6 +143,15 @@ class LimitedWebSocket(WebSocket):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
+    def abort(self) -> None:
+        """Shut the TCP connection down without a close frame (the peer does not read:
+        one would not get through); a greenlet blocked sending or reading returns."""
+        self.closed = True
+        sock = getattr(self.handler, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def settimeout(self, seconds: float) -> None:
         """Engine.IO sets ping interval + ping timeout here: a client silent for that
         long has its read time out, and its connection closed."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -336,6 +339,16 @@ class FakeWebSocket:
     def send_frame(self, message: bytes, opcode: int) -> None:
         self.frames.append((opcode, message))
 
+    def abort(self) -> None:
+        self.closed = True
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
 
 def test_close_user_bridges_closes_that_users_websockets_only(connect):
     alice = connect("alice")
@@ -343,14 +356,18 @@ def test_close_user_bridges_closes_that_users_websockets_only(connect):
     bob_id, carol_id = quick_user("bob").id, quick_user("carol").id
     hub = chat_hub()
     sockets = {name: FakeWebSocket() for name in ("bob1", "bob2", "carol")}
+    bridges = {}
     for conn, user_id, name, room in [("bob1", bob_id, "bob", "lobby"),
                                       ("bob2", bob_id, "bob", "other"),
                                       ("carol", carol_id, "carol", "lobby")]:
-        hub.join(conn, name, room, Bridge(conn, user_id, room, sockets[conn]))
+        bridges[conn] = Bridge(conn, user_id, room, sockets[conn])
+        threading.Thread(target=bridges[conn].write, daemon=True).start()
+        hub.join(conn, name, room, bridges[conn])
     alice.get_received(NS)
 
     close_user_bridges(bob_id)
     for conn in ("bob1", "bob2"):
+        assert bridges[conn].done.wait(5)
         assert sockets[conn].closed
         assert sockets[conn].frames == [
             (1, '{"error": "account deactivated"}'),
@@ -363,7 +380,60 @@ def test_close_user_bridges_closes_that_users_websockets_only(connect):
     call(alice, "message", {"room": "lobby", "text": "still there?"})
     close_user_bridges(bob_id)
     assert len(sockets["bob1"].frames) == 2
+    wait_for(lambda: bool(sockets["carol"].frames))
     assert [f for _, f in sockets["carol"].frames][-1].startswith('{"id"')
+
+
+class StuckWebSocket(FakeWebSocket):
+    """A socket whose client stopped reading: once its buffers are full, a send blocks
+    until the connection is cut (``abort``)."""
+
+    def __init__(self, buffered: int) -> None:
+        super().__init__()
+        self.buffered = buffered
+        self.cut = threading.Event()
+
+    def send(self, message: str) -> None:
+        if len(self.frames) >= self.buffered:
+            self.cut.wait()
+            raise OSError("connection shut down")
+        super().send(message)
+
+    def abort(self) -> None:
+        super().abort()
+        self.cut.set()  # the blocked send fails
+
+
+def test_a_websocket_that_does_not_read_holds_up_no_one(connect):
+    """While one plain WebSocket's sends are blocked, the room's messages reach every
+    other client and the deliverer is never kept waiting; once a send has waited the
+    send timeout, the next message cuts that socket off and it leaves the room. (Its
+    blocked send used to hold up the room's delivery, the relay, and the feed closing a
+    deactivated user's sockets, for as long as its client did not read.)"""
+    alice = connect("alice")
+    call(alice, "join", {"room": "lobby"})
+    hub = chat_hub()
+    sockets = {"stuck": StuckWebSocket(buffered=5), "fine": FakeWebSocket()}
+    bridges = {}
+    for conn, ws in sockets.items():
+        bridges[conn] = Bridge(conn, quick_user(conn).id, "lobby", ws, send_timeout=0.2)
+        threading.Thread(target=bridges[conn].write, daemon=True).start()
+        hub.join(conn, conn, "lobby", bridges[conn])
+    alice.get_received(NS)
+
+    frames = [json.dumps({"n": n}) for n in range(40)]
+    for frame in frames:  # as the relay delivers them, the stream's lock held
+        hub.send_bridges("lobby", json.loads(frame))
+    wait_for(lambda: len(sockets["fine"].frames) == len(frames))
+    assert [f for _, f in sockets["fine"].frames] == frames
+    assert [f for _, f in sockets["stuck"].frames] == frames[:5] and not sockets["stuck"].closed
+
+    time.sleep(0.3)  # the stuck send has now waited longer than the timeout
+    hub.send_bridges("lobby", {"n": 40})
+    assert bridges["stuck"].done.wait(5) and sockets["stuck"].closed
+    assert hub.users("lobby") == ["alice", "fine"]
+    assert ("status", {"room": "lobby", "text": "stuck left"}) in received(alice)
+    wait_for(lambda: len(sockets["fine"].frames) == len(frames) + 1)
 
 
 @pytest.mark.parametrize("change", ["deactivate", "delete"])

@@ -27,7 +27,7 @@ from app.chat import store
 from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close_socket
 from app.chat.relay import chat_relay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
-from app.extensions import db
+from app.extensions import db, socketio
 from app.models import User
 
 log = logging.getLogger("app.realtime")
@@ -63,11 +63,13 @@ def serve(room: str) -> Response:
         feed.start()
     hub, relay = chat_hub(), chat_relay()
     relay.start(current_app._get_current_object())
-    bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws)
+    bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws,
+                    send_timeout=current_app.config["CHAT_WS_SEND_TIMEOUT"])
     # No history is sent here: every message after this one comes as a frame.
     relay.open_room(room, lambda: hub.join(bridge.conn, me["username"], room, bridge))
     db.session.remove()  # the connection may live for hours: give the DB connection back
     bucket = TokenBucket()
+    socketio.start_background_task(bridge.write)
     try:
         while not ws.closed and (frame := ws.receive()) is not None:
             if ws.closed:  # closed by close_user_bridges while the frame was read
@@ -81,6 +83,7 @@ def serve(room: str) -> Response:
         pass  # gevent-websocket's WebSocketError: the socket died or was closed meanwhile
     finally:
         hub.leave(bridge.conn, room)
+        bridge.finish()
     return Response(status=200)
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any, Protocol
 
 from app.extensions import socketio
@@ -26,7 +28,7 @@ ACCOUNT_GONE = "account deactivated"
 
 
 class PlainWebSocket(Protocol):
-    """What the hub needs of a gevent-websocket ``WebSocket``."""
+    """What the hub needs of ``app.websocket.LimitedWebSocket``."""
 
     OPCODE_CLOSE: int
     closed: bool
@@ -35,32 +37,73 @@ class PlainWebSocket(Protocol):
 
     def send_frame(self, message: bytes, opcode: int) -> Any: ...
 
+    def abort(self) -> None: ...
+
 
 @dataclass(eq=False)
 class Bridge:
-    """One plain WebSocket in one room; its sends are serialised by its own lock."""
+    """One plain WebSocket in one room.
+
+    Its frames go out in order through its own queue and writer (``write``, a background
+    task), so that a client that reads slowly holds up no other client and no sender:
+    not the relay delivering a room's messages, not the feed closing a deactivated
+    user's sockets. Once one send has waited ``send_timeout`` seconds (the client stopped
+    reading and the connection's buffers are full), the next frame for it cuts the
+    connection off (``abort``); the client can read what it missed from the history.
+    """
 
     conn: str
     user_id: int
     room: str
     ws: PlainWebSocket
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    send_timeout: float = 10.0
+    ending: bool = False  # closing or cut off: nothing more is queued
+    sending_since: float | None = None  # when the writer's current send began
+    queue: SimpleQueue = field(default_factory=SimpleQueue)
+    done: threading.Event = field(default_factory=threading.Event)  # the writer returned
 
     def send(self, frame: str) -> bool:
-        """Send one text frame; False when the socket is closed or dead."""
-        with self.lock:  # one frame at a time per socket, whichever greenlet sends
-            if self.ws.closed:
-                return False
-            try:
-                self.ws.send(frame)
-            except Exception:  # noqa: BLE001 - gevent-websocket raises several kinds
-                return False
+        """Queue one text frame; False when the socket is closed, closing or cut off."""
+        if self.ending or self.ws.closed:
+            return False
+        since = self.sending_since
+        if since is not None and time.monotonic() - since > self.send_timeout:
+            self.ending = True
+            self.ws.abort()
+            return False
+        self.queue.put(frame)
         return True
 
     def close(self, code: int, reason: str, error: str | None = None) -> None:
-        """``close_socket``, in turn with this socket's other sends."""
-        with self.lock:
-            close_socket(self.ws, code, reason, error)
+        """``close_socket`` once the frames queued before are out."""
+        if not self.ending:
+            self.ending = True
+            self.queue.put((code, reason, error))
+
+    def finish(self) -> None:
+        """The connection ends: let the writer send what is queued (a close frame, say)
+        within the send timeout, then stop it."""
+        self.ending = True
+        self.queue.put(None)
+        if not self.done.wait(self.send_timeout):
+            self.ws.abort()
+
+    def write(self) -> None:
+        """The writer: send what is queued, in order, until the socket closes."""
+        try:
+            while not self.ws.closed and (item := self.queue.get()) is not None:
+                self.sending_since = time.monotonic()
+                try:
+                    if isinstance(item, tuple):
+                        close_socket(self.ws, *item)
+                    else:
+                        self.ws.send(item)
+                except Exception:  # noqa: BLE001 - gevent-websocket raises several kinds
+                    self.ws.abort()
+                finally:
+                    self.sending_since = None
+        finally:
+            self.done.set()
 
 
 def close_socket(ws: PlainWebSocket, code: int, reason: str, error: str | None = None) -> None:
