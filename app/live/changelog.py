@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -24,29 +24,38 @@ WATCHED_FIELDS = ("username", "email", "role", "active")
 PRUNE_BATCH = 5000
 
 
+# Built once: the follower runs them on every poll, and building a statement costs more
+# than running it.
+_PRUNED_THROUGH = select(LiveState.value).where(LiveState.key == "pruned_through")
+_CURSORS = select(func.coalesce(select(func.max(UserChange.cursor)).scalar_subquery(), 0),
+                  func.coalesce(_PRUNED_THROUGH.scalar_subquery(), 0))
+_CHANGES = select(UserChange).where(UserChange.cursor > bindparam("after")).order_by(
+    UserChange.cursor)
+_CHANGES_UPTO = _CHANGES.where(UserChange.cursor <= bindparam("upto"))
+_SOME_CHANGES_UPTO = _CHANGES_UPTO.limit(bindparam("limit"))
+
+
 def current_cursor() -> int:
     """The newest cursor (0 before any change); it never goes back, even after pruning.
 
     Read it *before* the data a page renders: the page then subscribes from it, and
     any change made in between is replayed rather than lost.
     """
-    newest = db.session.scalar(select(func.max(UserChange.cursor))) or 0
-    return max(newest, pruned_through())
+    return max(db.session.execute(_CURSORS).one())
 
 
 def pruned_through() -> int:
     """Every change up to this cursor may have been pruned (0: none was)."""
-    return db.session.scalar(select(LiveState.value).filter_by(key="pruned_through")) or 0
+    return db.session.scalar(_PRUNED_THROUGH) or 0
 
 
 def read_changes(after: int, upto: int | None = None, limit: int | None = None) -> list[UserChange]:
     """The changes with ``after < cursor <= upto``, in cursor order."""
-    query = select(UserChange).where(UserChange.cursor > after).order_by(UserChange.cursor)
-    if upto is not None:
-        query = query.where(UserChange.cursor <= upto)
-    if limit is not None:
-        query = query.limit(limit)
-    return list(db.session.scalars(query))
+    if upto is None:
+        query = _CHANGES if limit is None else _CHANGES.limit(limit)
+    else:
+        query = _CHANGES_UPTO if limit is None else _SOME_CHANGES_UPTO
+    return list(db.session.scalars(query, {"after": after, "upto": upto, "limit": limit}))
 
 
 def count_changes(after: int, upto: int) -> int:
