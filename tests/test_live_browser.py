@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import browser_login
+from tests.conftest import PASSWORD, browser_login
 from tests.test_live_server import plain_sql
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -101,3 +101,25 @@ def test_open_edit_form_shows_changes_and_locks_when_its_owner_is_demoted(
     plain_sql(db_url, f"UPDATE users SET role = 'user' WHERE id = {boss.id}")
     expect(notice).to_contain_text("no longer an admin")
     expect(page.locator("#edit-form input[name=email]")).to_be_disabled()
+
+
+def test_a_password_change_keeps_this_browsers_other_tabs_live(new_page, live_server,
+                                                                admin, make_user):
+    """A new password ends every login session, this browser's included, and the server
+    closes their sockets; the tab that changed it gets a new session in the shared
+    cookie. The browser's other tabs connect once more with it and go on from their
+    cursor, while another browser's session stays ended."""
+    dashboard = open_dashboard(new_page, live_server)
+    elsewhere = open_dashboard(new_page, live_server)  # another browser: its session ends
+    account = dashboard.context.new_page()
+    account.goto(f"{live_server.url}/account")
+    account.fill("input[name=new_password]", "a-new-long-password")
+    account.fill("input[name=current_password]", PASSWORD)
+    account.click("#account-form [type=submit]")
+    expect(account.locator(".flash")).to_be_visible()
+
+    expect(elsewhere.locator("#live-badge")).to_have_attribute("data-state", "offline")
+    make_user("after_the_change")
+    expect(row(dashboard, "after_the_change")).to_have_count(1)
+    expect(dashboard.locator("#live-badge")).to_have_attribute("data-state", "connected")
+    expect(row(elsewhere, "after_the_change")).to_have_count(0)

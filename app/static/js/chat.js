@@ -1,7 +1,7 @@
 // The chat page: rooms with history and presence, private messages (namespace /chat).
 // Every message is rendered with textContent: user text never becomes markup.
 import { io } from "/vendor/socket.io.esm.min.js";
-import { retryIfUnavailable } from "./reconnect.js";
+import { retryAfterServerClose, retryIfUnavailable } from "./reconnect.js";
 
 const root = document.getElementById("chat");
 const me = root.dataset.username;
@@ -237,7 +237,11 @@ socket.on("connect", () => {
   loadPrivateHistory();
   firstConnect = false;
 });
-socket.on("disconnect", () => setStatus("Disconnected, reconnecting…", true));
+const retryClosed = retryAfterServerClose(socket);
+socket.on("disconnect", (reason) => {
+  const final = reason === "io server disconnect" && !retryClosed(reason);
+  setStatus(final ? "Disconnected by the server" : "Disconnected, reconnecting…", true);
+});
 socket.on("connect_error", (err) => {
   setStatus(`Cannot connect: ${err.message}`, true);
   retryIfUnavailable(socket, err);

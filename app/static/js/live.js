@@ -5,7 +5,7 @@
 // - view: one page of the table (search, filters, sort, page) that the server keeps exact;
 //   follow(view) switches pages on the same socket, and a reconnect subscribes again.
 import { io } from "/vendor/socket.io.esm.min.js";
-import { retryIfUnavailable } from "./reconnect.js";
+import { retryAfterServerClose, retryIfUnavailable } from "./reconnect.js";
 
 const RTT_EVERY_MS = 5000;
 const RETRY_MS = 1000;
@@ -40,6 +40,7 @@ export class LiveFeed {
 
   bind() {
     const socket = this.socket;
+    const retryClosed = retryAfterServerClose(socket);
     socket.on("connect", () => {
       const engine = socket.io.engine;
       this.setState({ state: "connected", transport: engine.transport.name, detail: "" });
@@ -52,8 +53,9 @@ export class LiveFeed {
     socket.on("disconnect", (reason) => {
       this.subscribed = false;
       this.pending = [];
-      // "io server disconnect": the server closed us (logged out, deactivated).
-      const final = reason === "io server disconnect";
+      // "io server disconnect": the server closed us (its login session ended); one more
+      // attempt tells whether this tab was given a new one (a password change).
+      const final = reason === "io server disconnect" && !retryClosed(reason);
       this.setState({ state: final ? "offline" : "reconnecting", transport: null, rtt: null,
                       detail: final ? "closed by the server" : reason });
     });
