@@ -211,7 +211,7 @@ class UserChange(db.Model):
 
     cursor: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     op: Mapped[str] = mapped_column(String(6))
-    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_id: Mapped[int] = mapped_column(Integer)
     row_after: Mapped[dict | None] = mapped_column(JSON)
     row_before: Mapped[dict | None] = mapped_column(JSON)
     actor: Mapped[str | None] = mapped_column(String(64))
@@ -220,7 +220,10 @@ class UserChange(db.Model):
         UTCDateTime, server_default=func.current_timestamp(), index=True
     )
 
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (
+        Index("ix_user_changes_user_id_cursor", "user_id", "cursor"),  # a user's history
+        {"sqlite_autoincrement": True},
+    )
 
 
 class ChangeContext(db.Model):

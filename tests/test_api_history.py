@@ -59,6 +59,31 @@ def test_history_oldest_first_with_before_actor_origin(client, auth, make_user):
     assert all("password" not in str(c) for c in items)
 
 
+def test_history_in_pages_with_after_and_limit(client, auth, make_user):
+    """``limit`` pages through the history oldest first: each answer says which cursor
+    to ask after next, null after the last; without it, every change at once."""
+    alice = make_user("alice")
+    for n in range(6):
+        plain_sql("UPDATE users SET email = :email WHERE id = :id",
+                  email=f"a{n}@example.com", id=alice.id)
+    everything = [c["cursor"] for c in history(client, auth, alice.id)]
+    assert len(everything) == 7
+    got, after = [], 0
+    while after is not None:
+        answer = client.get(f"/api/users/{alice.id}/history?after={after}&limit=3",
+                            headers=auth).get_json()
+        assert len(answer["items"]) <= 3
+        got += [c["cursor"] for c in answer["items"]]
+        after = answer["next_after"]
+    assert got == everything
+    past = client.get(f"/api/users/{alice.id}/history?after={everything[-1]}", headers=auth)
+    assert past.status_code == 200 and past.get_json() == {"items": []}
+    for query, field in [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"),
+                         ("after=-1", "after"), ("after=1.5", "after")]:
+        response = client.get(f"/api/users/{alice.id}/history?{query}", headers=auth)
+        assert response.status_code == 400 and field in response.get_json()["errors"]
+
+
 def test_history_of_a_deleted_user_and_of_an_unknown_id(client, auth, make_user):
     alice = make_user("alice")
     assert client.delete(f"/api/users/{alice.id}", headers=auth).status_code == 204

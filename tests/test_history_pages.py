@@ -128,3 +128,29 @@ def test_history_shows_booleans_as_yes_no(admin_client, bob):
     update_user(bob, {"active": False}, bob.version)
     html = admin_client.get(f"/users/{bob.id}/history").get_data(as_text=True)
     assert "<del>yes</del>" in html and "<ins>no</ins>" in html and "True" not in html
+
+
+def test_a_long_history_comes_in_pages_of_50_newest_first(admin_client, make_user):
+    """120 changes: pages of 50, 50 and 20, each linking to the older ones and back to
+    the newest; together every change once, newest first. A bad cursor shows the newest."""
+    alice = make_user("alice")
+    db.session.execute(text(  # 119 updates by plain SQL, one statement each
+        "UPDATE users SET email = 'a' || version || '@example.com' WHERE id = :id"),
+        [{"id": alice.id}] * 119)
+    db.session.commit()
+    everything = db.session.scalars(select(UserChange.cursor).where(
+        UserChange.user_id == alice.id).order_by(UserChange.cursor.desc())).all()
+    assert len(everything) == 120
+    seen, url, pages = [], f"/users/{alice.id}/history", []
+    while url:
+        html = unescape(admin_client.get(url).get_data(as_text=True))
+        page = [int(c) for c, _ in rows(html)]
+        pages.append(len(page))
+        seen += page
+        assert ("Newest changes" in html) == (len(pages) > 1)
+        older = re.search(r'href="([^"]+)" rel="next"', html)
+        url = older and older.group(1)
+    assert pages == [50, 50, 20] and seen == everything
+    for bad in ("x", "0", "-5", "99999999999999999999"):
+        html = admin_client.get(f"/users/{alice.id}/history?before={bad}").get_data(as_text=True)
+        assert [int(c) for c, _ in rows(html)] == everything[:50]

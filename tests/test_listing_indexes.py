@@ -17,6 +17,7 @@ from app.live.minutes import minute_of, per_minute, prune_minutes
 from app.models import User, parse_timestamp, utcnow
 from app.users import listing as listing_module
 from app.users.counts import count_where, table_counts
+from app.users.history import changes_of, history_query
 from app.users.listing import SORTABLE, Listing
 from app.users.service import DuplicateError, delete_user, same_username, update_user
 from config import database_url
@@ -362,3 +363,22 @@ def test_a_username_taken_in_another_case_is_found_by_the_index(app, make_user):
     with pytest.raises(DuplicateError) as error:
         update_user(bob, {"username": "useR0001234"}, bob.version)
     assert error.value.errors == {"username": ["This username is already taken."]}
+
+
+@BOTH_DATABASES
+def test_a_page_of_a_long_history_reads_the_index_in_order(app):
+    """The history page of a user with many changes reads its page from the
+    (user_id, cursor) index, newest first or oldest first, without sorting them all."""
+    db.session.execute(text(
+        "INSERT INTO user_changes (op, user_id, origin) "
+        "SELECT 'update', 1 + n % 50, 'sql' FROM (SELECT 1 + a.x + 100 * b.x AS n FROM "
+        "(SELECT 0 AS x" + "".join(f" UNION ALL SELECT {i}" for i in range(1, 100)) + ") a, "
+        "(SELECT 0 AS x" + "".join(f" UNION ALL SELECT {i}" for i in range(1, 200)) + ") b) s"))
+    db.session.commit()
+    db.session.execute(text("ANALYZE"))
+    db.session.commit()
+    for newest_first, before in [(True, None), (True, 15_000), (False, None)]:
+        text_plan = plan(history_query(7, before=before, limit=51, newest_first=newest_first))
+        assert "ix_user_changes_user_id_cursor" in text_plan, text_plan
+        assert "Sort" not in text_plan and "TEMP B-TREE" not in text_plan, text_plan
+    assert len(changes_of(7, limit=51, newest_first=True)) == 51

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
@@ -32,10 +32,28 @@ class _Raced(Exception):
     """Another writer restored the user first."""
 
 
-def changes_of(user_id: int) -> list[UserChange]:
-    """Every retained change of the user, oldest first (the user may be deleted)."""
-    return list(db.session.scalars(
-        select(UserChange).where(UserChange.user_id == user_id).order_by(UserChange.cursor)))
+def changes_of(user_id: int, *, after: int = 0, before: int | None = None,
+               limit: int | None = None, newest_first: bool = False) -> list[UserChange]:
+    """The user's retained changes with ``after < cursor < before`` (the user may be
+    deleted), oldest first or ``newest_first``, at most ``limit`` of them."""
+    return list(db.session.scalars(history_query(user_id, after, before, limit, newest_first)))
+
+
+def history_query(user_id: int, after: int = 0, before: int | None = None,
+                  limit: int | None = None, newest_first: bool = False) -> Select:
+    """``changes_of``'s query: a page of it is read in order from the (user_id, cursor)
+    index, whatever the length of the history."""
+    query = select(UserChange).where(UserChange.user_id == user_id, UserChange.cursor > after)
+    if before is not None:
+        query = query.where(UserChange.cursor < before)
+    query = query.order_by(UserChange.cursor.desc() if newest_first else UserChange.cursor)
+    return query if limit is None else query.limit(limit)
+
+
+def has_changes(user_id: int) -> bool:
+    """Whether the change log holds anything of the user."""
+    return db.session.scalar(select(UserChange.cursor).where(
+        UserChange.user_id == user_id).limit(1)) is not None
 
 
 def revert(user_id: int, cursor: int, expected_version: int | None = None) -> User:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app.extensions import db
+from app.inputs import MAX_INT
 from app.live.capture import set_change_context
 from app.live.changelog import WATCHED_FIELDS, change_payload
 from app.models import User
 from app.security import admin_required
 from app.users import bp
 from app.users.forms import RevertForm
-from app.users.history import NoSuchChangeError, changes_of, revert
+from app.users.history import NoSuchChangeError, changes_of, has_changes, revert
 from app.users.service import LastAdminError, StaleVersionError, UserError, UserGoneError
 
+HISTORY_PAGE = 50  # changes a page shows
 LAST_ADMIN = ("That would leave no active admin: make another user an active admin first. "
               "Nothing was changed.")
 
@@ -37,16 +39,23 @@ def entry(change: dict[str, Any]) -> dict[str, Any]:
 @bp.route("/users/<int(max=2147483647):id>/history")
 @login_required
 def history(id: int) -> str:
-    """Every retained change of the user, newest first, with a Revert form per entry."""
-    changes = changes_of(id)
-    if not changes:
+    """The user's retained changes, newest first, ``HISTORY_PAGE`` a page (``?before=``
+    a cursor: the older ones), with a Revert form per entry."""
+    before = request.args.get("before", type=int)
+    if before is not None and not 0 < before <= MAX_INT:
+        before = None  # pages are lenient: a bad cursor shows the newest
+    changes = changes_of(id, before=before, limit=HISTORY_PAGE + 1, newest_first=True)
+    if not changes and not has_changes(id):
         abort(404)
-    entries = [entry(change_payload(c)) for c in reversed(changes)]
+    older = changes[HISTORY_PAGE - 1].cursor if len(changes) > HISTORY_PAGE else None
+    entries = [entry(change_payload(c)) for c in changes[:HISTORY_PAGE]]
     user = db.session.get(User, id)
     name = user.username if user else next(
-        (e["row"] or e["before"])["username"] for e in entries if e["row"] or e["before"])
+        ((e["row"] or e["before"])["username"] for e in entries if e["row"] or e["before"]),
+        f"user #{id}")
     return render_template("users/history.html", user=user, user_id=id, name=name,
-                           entries=entries, form=RevertForm(),
+                           entries=entries, form=RevertForm(), page_size=HISTORY_PAGE,
+                           older=older, newest=before is not None,
                            can_revert=current_user.is_admin)
 
 
