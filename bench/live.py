@@ -14,6 +14,7 @@ machines drift by a third from run to run; the ratios much less).
     .venv/bin/python bench/live.py --clients 1000 --burst 200 --writer sql
     .venv/bin/python bench/live.py --clients 1000 --views 50 --users 2000 --events 10
     .venv/bin/python bench/live.py --clients 1000 --views 50 --users 2000 --burst 200
+    .venv/bin/python bench/live.py --clients 1000 --views 50 --users 2000 --burst 200 --writer sql
 
 With ``--views V`` the clients follow live views instead of the plain stream: client i
 shows page ``i % V + 1`` of the list sorted by username (20 a page) of ``--users`` users,
@@ -314,10 +315,11 @@ def commit_times(database: Path, after: int) -> list[list[float]]:
 
 
 def views_run(clients: int, events: int, interval: float, rate: float | None, views: int,
-              users: int, writers: int = 8) -> dict:
+              users: int, writers: int = 8, writer: str = "api") -> dict:
     """Clients on ``views`` pages of one list; each change moves the list's last row to
     page 1. At ``rate`` changes a second, ``writers`` threads rename the last users in
-    turn (a precomputed order, so no two renames race for the same row)."""
+    turn (a precomputed order, so no two renames race for the same row), through the
+    API or (``writer="sql"``) with plain SQL."""
     if rate and events > users:
         raise SystemExit(f"--users must be at least the burst's {events} changes")
     with tempfile.TemporaryDirectory() as tmp:
@@ -355,8 +357,18 @@ def views_run(clients: int, events: int, interval: float, rate: float | None, vi
                                   {"username": name, "version": user["version"]})
                     http.close()
 
+                def rename_sql(jobs: list) -> None:
+                    conn = sqlite3.connect(Path(tmp) / "bench.sqlite", timeout=30,
+                                           isolation_level=None)
+                    for at, user, name in jobs:
+                        time.sleep(max(0.0, at - time.monotonic()))
+                        conn.execute("UPDATE users SET username = ? WHERE id = ?",
+                                     (name, user["id"]))
+                    conn.close()
+
                 with ThreadPoolExecutor(writers) as pool:
-                    for f in [pool.submit(rename, plan[w::writers]) for w in range(writers)]:
+                    job = rename if writer == "api" else rename_sql
+                    for f in [pool.submit(job, plan[w::writers]) for w in range(writers)]:
                         f.result()
 
             pages = [{"sort": "username", "page": p, "per_page": 20} for p in range(1, views + 1)]
@@ -409,9 +421,9 @@ def main() -> None:
                                                    else args.interval)
         if args.views:
             ours = views_run(n, events, args.interval, args.burst, args.views, args.users,
-                             args.writers)
-            what = f"{events} changes, {args.views} views of {args.users} users" + (
-                f" at {args.burst:g}/s" if args.burst else "")
+                             args.writers, args.writer)
+            what = (f"{events} changes through {args.writer}, {args.views} views of "
+                    f"{args.users} users") + (f" at {args.burst:g}/s" if args.burst else "")
         else:
             ours = livecrud_run(n, events, args.interval, args.burst, args.writer, args.writers)
             what = f"{events} changes through {args.writer}" + (
