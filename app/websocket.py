@@ -136,12 +136,8 @@ class LimitedWebSocket(WebSocket):
         except OSError:
             pass  # the peer is gone: nothing to tell it
         finally:
-            self.closed = True
+            self.abort()
             self.stream = self.raw_write = self.raw_read = None
-            sock = getattr(self.handler, "socket", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
     def abort(self) -> None:
         """Shut the TCP connection down without a close frame (the peer does not read:
