@@ -12,6 +12,8 @@ from flask import abort, request
 # The largest id or page number taken from a URL: the range of an SQL INTEGER. Larger ids
 # are a 404 (the pages' converter is ``<int(max=2147483647):id>``).
 MAX_INT = 2**31 - 1
+# The largest change-log cursor (an SQL BIGINT).
+MAX_CURSOR = 2**63 - 1
 NUL_MESSAGE = "The request contains a NUL character (\\x00), which no field accepts."
 
 

@@ -19,6 +19,7 @@ import struct
 from typing import Any
 
 import gevent
+from gevent.lock import BoundedSemaphore
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler as BaseHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
@@ -44,14 +45,22 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 class LimitedWebSocket(WebSocket):
-    """A gevent-websocket WebSocket whose messages are at most ``max_size`` bytes."""
+    """A gevent-websocket WebSocket whose messages are at most ``max_size`` bytes, and
+    whose frames are written one at a time: a writer blocked on a client that does not
+    read makes the reader's pong or close reply wait, not fail; ``close`` does not wait
+    for it and cuts the connection off instead."""
 
-    __slots__ = ("max_size",)
+    __slots__ = ("max_size", "sending")
 
     def __init__(self, environ: dict, stream: Stream, handler: WebSocketHandler,
                  max_size: int) -> None:
         super().__init__(environ, stream, handler)
         self.max_size = max_size
+        self.sending = BoundedSemaphore()
+
+    def send_frame(self, message: Any, opcode: int) -> None:
+        with self.sending:
+            super().send_frame(message, opcode)
 
     def read_frame(self, budget: int | None = None) -> tuple[Header, bytes]:
         """One frame; a data frame longer than ``budget`` raises MessageTooBig before a
@@ -131,13 +140,15 @@ class LimitedWebSocket(WebSocket):
             registry = ConnectionRegistry.of(self.handler.application)
             code = GOING_AWAY if registry and registry.shutting_down else 1000
         reason = message.encode() if isinstance(message, str) else bytes(message or b"")
-        try:
-            self.send_frame(struct.pack("!H", code) + reason[:123], self.OPCODE_CLOSE)
-        except OSError:
-            pass  # the peer is gone: nothing to tell it
-        finally:
-            self.abort()
-            self.stream = self.raw_write = self.raw_read = None
+        if self.sending.acquire(blocking=False):  # else a send is stuck: no frame gets by
+            try:
+                super().send_frame(struct.pack("!H", code) + reason[:123], self.OPCODE_CLOSE)
+            except OSError:
+                pass  # the peer is gone: nothing to tell it
+            finally:
+                self.sending.release()
+        self.abort()
+        self.stream = self.raw_write = self.raw_read = None
 
     def abort(self) -> None:
         """Shut the TCP connection down without a close frame (the peer does not read:
@@ -169,7 +180,8 @@ class WebSocketHandler(BaseHandler):
         added to every request of a keep-alive connection. gunicorn's listener sets
         TCP_NODELAY; ``manage.py run``'s does not, so each connection sets it here."""
         if self.socket.family in (socket.AF_INET, socket.AF_INET6):
-            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with contextlib.suppress(OSError):  # already reset by the client
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         registry = ConnectionRegistry.of(self.server.application)
         if registry is None:
             return super().handle()

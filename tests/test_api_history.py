@@ -79,7 +79,8 @@ def test_history_in_pages_with_after_and_limit(client, auth, make_user):
     past = client.get(f"/api/users/{alice.id}/history?after={everything[-1]}", headers=auth)
     assert past.status_code == 200 and past.get_json() == {"items": []}
     for query, field in [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"),
-                         ("after=-1", "after"), ("after=1.5", "after")]:
+                         ("after=-1", "after"), ("after=1.5", "after"),
+                         ("after=" + "9" * 5000, "after"), (f"after={2**63}", "after")]:
         response = client.get(f"/api/users/{alice.id}/history?{query}", headers=auth)
         assert response.status_code == 400 and field in response.get_json()["errors"]
 

@@ -15,7 +15,7 @@ from flask_socketio import SocketIOTestClient
 
 from app.auth.tokens import issue_token
 from app.chat import bridge, store
-from app.chat.hub import Bridge, chat_hub, close_user_bridges
+from app.chat.hub import CLOSE_GRACE, Bridge, chat_hub, close_user_bridges
 from app.chat.relay import chat_relay, envelope
 from app.chat.rules import MAX_TEXT, TokenBucket
 from app.extensions import db, socketio
@@ -382,6 +382,7 @@ def test_close_user_bridges_closes_that_users_websockets_only(connect):
     assert len(sockets["bob1"].frames) == 2
     wait_for(lambda: bool(sockets["carol"].frames))
     assert [f for _, f in sockets["carol"].frames][-1].startswith('{"id"')
+    bridges["carol"].finish()
 
 
 class StuckWebSocket(FakeWebSocket):
@@ -434,6 +435,28 @@ def test_a_websocket_that_does_not_read_holds_up_no_one(connect):
     assert hub.users("lobby") == ["alice", "fine"]
     assert ("status", {"room": "lobby", "text": "stuck left"}) in received(alice)
     wait_for(lambda: len(sockets["fine"].frames) == len(frames) + 1)
+    bridges["fine"].finish()
+    assert bridges["fine"].done.is_set()
+
+
+def test_a_stuck_websocket_of_a_deactivated_user_is_cut_off(connect):
+    """Closing a socket whose client does not read: its close frame cannot get out, and
+    no other frame comes to notice it; it is cut off within the close grace all the same
+    (deactivations close every connection within 3 s)."""
+    bob = quick_user("bob")
+    hub = chat_hub()
+    ws = StuckWebSocket(buffered=1)
+    stuck = Bridge("bob1", bob.id, "lobby", ws, send_timeout=60)
+    threading.Thread(target=stuck.write, daemon=True).start()
+    hub.join("bob1", "bob", "lobby", stuck)
+    hub.send_bridges("lobby", {"n": 1})
+    hub.send_bridges("lobby", {"n": 2})  # its send blocks: the client reads nothing
+    wait_for(lambda: stuck.sending_since is not None)
+    started = time.monotonic()
+    close_user_bridges(bob.id)
+    assert stuck.done.wait(CLOSE_GRACE + 2) and ws.closed
+    assert time.monotonic() - started < 3
+    assert hub.bridges_of(bob.id) == [] and hub.rooms_of("bob1") == []
 
 
 @pytest.mark.parametrize("change", ["deactivate", "delete"])

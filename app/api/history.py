@@ -8,7 +8,7 @@ from app.api import bp
 from app.api.auth import admin_required, token_required
 from app.api.errors import ApiError, bad_request
 from app.api.params import json_object
-from app.inputs import MAX_INT
+from app.inputs import MAX_CURSOR, MAX_INT
 from app.live.changelog import change_payload
 from app.users.history import NoSuchChangeError, changes_of, has_changes, revert
 
@@ -20,7 +20,7 @@ def _int_param(name: str, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None:
         return None
-    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and low <= int(raw) <= high):
         raise bad_request({name: [f"Must be an integer from {low} to {high}."]})
     return int(raw)
 
@@ -31,7 +31,7 @@ def user_history(user_id: int):
     """Every retained change of the user, oldest first; also for a deleted user. With
     ``limit``, at most that many, from the one after cursor ``after`` (default 0), and
     ``next_after``: the cursor to ask after for the next ones (null after the last)."""
-    after = _int_param("after", 0, 2**63 - 1) or 0
+    after = _int_param("after", 0, MAX_CURSOR) or 0
     limit = _int_param("limit", 1, MAX_LIMIT)
     known = user_id <= MAX_INT
     changes = changes_of(user_id, after=after, limit=None if limit is None else limit + 1
@@ -51,7 +51,7 @@ def revert_user(user_id: int):
     data = json_object()
     cursor, version = data.get("cursor"), data.get("version")
     errors = {}
-    if type(cursor) is not int or not 1 <= cursor <= 2**63 - 1:
+    if type(cursor) is not int or not 1 <= cursor <= MAX_CURSOR:
         errors["cursor"] = ["Required: the cursor of an insert or update of this user."]
     if version is not None and type(version) is not int:
         errors["version"] = ["The integer version you last saw, or leave it out."]

@@ -72,7 +72,7 @@ def serve(room: str) -> Response:
     socketio.start_background_task(bridge.write)
     try:
         while not ws.closed and (frame := ws.receive()) is not None:
-            if ws.closed:  # closed by close_user_bridges while the frame was read
+            if bridge.ending or ws.closed:  # closed (close_user_bridges) meanwhile
                 break
             answer = handle_frame(frame, me, room, bucket)
             if answer is not None:
@@ -82,8 +82,10 @@ def serve(room: str) -> Response:
     except OSError:
         pass  # gevent-websocket's WebSocketError: the socket died or was closed meanwhile
     finally:
-        hub.leave(bridge.conn, room)
-        bridge.finish()
+        try:
+            hub.leave(bridge.conn, room)
+        finally:
+            bridge.finish()
     return Response(status=200)
 
 

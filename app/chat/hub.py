@@ -25,6 +25,10 @@ from app.extensions import socketio
 NAMESPACE = "/chat"
 POLICY_VIOLATION = 1008
 ACCOUNT_GONE = "account deactivated"
+# A plain WebSocket with this many frames waiting behind a send is cut off; a close
+# frame it cannot take within CLOSE_GRACE seconds, too (deactivations close in 3 s).
+MAX_QUEUED = 1000
+CLOSE_GRACE = 2.0
 
 
 class PlainWebSocket(Protocol):
@@ -47,9 +51,11 @@ class Bridge:
     Its frames go out in order through its own queue and writer (``write``, a background
     task), so that a client that reads slowly holds up no other client and no sender:
     not the relay delivering a room's messages, not the feed closing a deactivated
-    user's sockets. Once one send has waited ``send_timeout`` seconds (the client stopped
-    reading and the connection's buffers are full), the next frame for it cuts the
-    connection off (``abort``); the client can read what it missed from the history.
+    user's sockets. A client too far behind is cut off (``abort``), and can read what it
+    missed from the history: once one send has waited ``send_timeout`` seconds (it stopped
+    reading and the connection's buffers are full), or ``MAX_QUEUED`` frames wait while
+    a send is under way (it reads, but slower than the room talks), the next frame cuts it
+    off; a close frame that cannot go out within ``CLOSE_GRACE`` seconds, too.
     """
 
     conn: str
@@ -57,17 +63,18 @@ class Bridge:
     room: str
     ws: PlainWebSocket
     send_timeout: float = 10.0
-    ending: bool = False  # closing or cut off: nothing more is queued
-    sending_since: float | None = None  # when the writer's current send began
-    queue: SimpleQueue = field(default_factory=SimpleQueue)
-    done: threading.Event = field(default_factory=threading.Event)  # the writer returned
+    ending: bool = field(default=False, init=False)  # closing or cut off: nothing more goes
+    sending_since: float | None = field(default=None, init=False)  # the current send's start
+    queue: SimpleQueue = field(default_factory=SimpleQueue, init=False)
+    done: threading.Event = field(default_factory=threading.Event, init=False)  # writer ended
 
     def send(self, frame: str) -> bool:
         """Queue one text frame; False when the socket is closed, closing or cut off."""
         if self.ending or self.ws.closed:
             return False
         since = self.sending_since
-        if since is not None and time.monotonic() - since > self.send_timeout:
+        if since is not None and (time.monotonic() - since > self.send_timeout
+                                  or self.queue.qsize() >= MAX_QUEUED):
             self.ending = True
             self.ws.abort()
             return False
@@ -75,17 +82,22 @@ class Bridge:
         return True
 
     def close(self, code: int, reason: str, error: str | None = None) -> None:
-        """``close_socket`` once the frames queued before are out."""
+        """``close_socket`` once the frames queued before are out, or else cut the
+        connection off after ``CLOSE_GRACE`` seconds."""
         if not self.ending:
             self.ending = True
             self.queue.put((code, reason, error))
+            socketio.start_background_task(self._cut_unless_done, CLOSE_GRACE)
 
     def finish(self) -> None:
         """The connection ends: let the writer send what is queued (a close frame, say)
         within the send timeout, then stop it."""
         self.ending = True
         self.queue.put(None)
-        if not self.done.wait(self.send_timeout):
+        self._cut_unless_done(self.send_timeout)
+
+    def _cut_unless_done(self, seconds: float) -> None:
+        if not self.done.wait(seconds):
             self.ws.abort()
 
     def write(self) -> None:
