@@ -149,6 +149,29 @@ def test_a_change_elsewhere_costs_no_event(app, connect, make_user):
     assert event["changes"][0]["before"] == {"email": f"{last.username}@example.com"}
 
 
+def test_a_page_shifted_by_a_change_elsewhere_lists_no_changes(app, connect, make_user):
+    """A rename moves the last user to the top of page 1: every page shifts by one row.
+    Page 1's event says who changed its new row; page 2's, whose users did not change,
+    lists no changes (a user that just moved onto it is not one of them)."""
+    for name in names(15):
+        make_user(name)
+    page_one = ViewClient(connect(), {"sort": "username", "per_page": 5})
+    page_two = ViewClient(connect(), {"sort": "username", "page": 2, "per_page": 5})
+    last = db.session.get(type(make_user("zzz")), ViewClient(
+        connect(), {"sort": "username", "page": 4, "per_page": 5}).ids[-1])
+    poll(app)
+    page_one.receive(), page_two.receive()
+    moved, old_name = last.id, last.username
+    update_user(last, {"username": "aaa"}, last.version)
+    poll(app)
+    first = page_one.receive()[-1]
+    assert first["ids"][0] == moved
+    assert [(c["id"], c["before"]) for c in first["changes"]] == [
+        (moved, {"username": old_name})]
+    second = page_two.receive()[-1]
+    assert "changes" not in second and len(second["ids"]) == 5
+
+
 def test_subscribers_of_one_view_share_one_page(app, connect, make_user):
     make_user("bob")
     a = ViewClient(connect(), {"sort": "username"})

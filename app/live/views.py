@@ -205,8 +205,10 @@ def diff(page: Page, cursor: int, total: int, users: list[dict[str, Any]]) -> di
         return None
     page.ids, page.rows, page.sent_total = ids, {u["id"]: u for u in users}, total
     event: dict[str, Any] = {"cursor": cursor, "total": total, "ids": ids, "rows": fresh}
-    if changes:
-        event["changes"] = changes[-MAX_LISTED_CHANGES:]
+    # Only the changes of the page's users: a page that a change elsewhere shifted by a
+    # row has nothing to say about who changed what (and its subscribers less to read).
+    if mine := [change for change in changes if change["id"] in page.rows]:
+        event["changes"] = mine[-MAX_LISTED_CHANGES:]
     return event
 
 
