@@ -17,15 +17,16 @@ MAX_CURSOR = 2**63 - 1
 NUL_MESSAGE = "The request contains a NUL character (\\x00), which no field accepts."
 
 
-def bounded_int(raw: str | None) -> int | None:
-    """``raw`` as an integer from 1 to MAX_INT; None when missing, not a number or out of range."""
+def bounded_int(raw: str | None, high: int = MAX_INT) -> int | None:
+    """``raw`` as an integer from 1 to ``high``; None when missing, not a number or out of
+    range."""
     if raw is None:
         return None
     try:
         value = int(raw)
-    except ValueError:
+    except ValueError:  # a 5000-digit number too: past Python's limit on int()
         return None
-    return value if 1 <= value <= MAX_INT else None
+    return value if 1 <= value <= high else None
 
 
 def _texts() -> list[str]:

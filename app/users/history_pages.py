@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app.extensions import db
-from app.inputs import MAX_CURSOR
+from app.inputs import MAX_CURSOR, bounded_int
 from app.live.capture import set_change_context
 from app.live.changelog import WATCHED_FIELDS, change_payload
 from app.models import User
@@ -41,10 +41,8 @@ def entry(change: dict[str, Any]) -> dict[str, Any]:
 def history(id: int) -> str:
     """The user's retained changes, newest first, ``HISTORY_PAGE`` a page (``?before=``
     a cursor: the older ones), with a Revert form per entry."""
-    raw = request.args.get("before", "")
-    before = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else None
-    if before is not None and not 0 < before <= MAX_CURSOR:
-        before = None  # pages are lenient: a bad cursor shows the newest
+    # Pages are lenient: a bad cursor shows the newest.
+    before = bounded_int(request.args.get("before"), MAX_CURSOR)
     changes = changes_of(id, before=before, limit=HISTORY_PAGE + 1, newest_first=True)
     if not changes and not has_changes(id):
         abort(404)
