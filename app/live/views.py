@@ -178,12 +178,8 @@ class ViewRegistry:
         for page in self.pages.values():
             if not page.stale and page.total != page.sent_total:
                 page.sent_total, page.cursor = page.total, cursor
-                event = {"cursor": cursor, "total": page.total, "ids": list(page.ids),
-                         "rows": []}
-                if page.changes:
-                    event["changes"] = page.changes[-MAX_LISTED_CHANGES:]
-                page.changes = []
-                self.emit(page, event)
+                self.emit(page, {"cursor": cursor, "total": page.total,
+                                 "ids": list(page.ids), "rows": []})
 
 
 def listed(change: dict[str, Any]) -> dict[str, Any]:
