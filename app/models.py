@@ -195,8 +195,13 @@ class ApiToken(db.Model):
 
     @classmethod
     def issue(cls, user: User, lifetime: timedelta) -> tuple[ApiToken, str]:
-        """A new token row (not yet added) and the plain token, shown once."""
-        plain = secrets.token_urlsafe(32)
+        """A new token row (not yet added) and the plain token, shown once.
+
+        The prefix makes a leaked token easy to recognise, and keeps it from starting
+        with ``-``, which a shell command (``flask tokens revoke TOKEN``) would read as
+        an option.
+        """
+        plain = "lc_" + secrets.token_urlsafe(32)
         return cls(user=user, token_hash=cls.hash(plain), expires_at=utcnow() + lifetime), plain
 
 

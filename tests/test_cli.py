@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,13 @@ def test_tokens_issue_and_revoke(runner, admin):
     assert runner.invoke(args=["tokens", "revoke", token]).exit_code == 0
     assert user_for_token(token) is None
     assert "revoked" in one_line_error(runner.invoke(args=["tokens", "revoke", token]))
+
+
+def test_tokens_can_be_pasted_after_a_command(admin):
+    """A token never starts with '-', which click (and any shell tool) reads as an option."""
+    tokens = [ApiToken.issue(admin, timedelta(hours=1))[1] for _ in range(300)]
+    assert all(t.startswith("lc_") and len(t) > 40 for t in tokens)
+    assert len(set(tokens)) == len(tokens)
 
 
 def test_tokens_revoke_every_token_of_a_user(runner, admin, make_user):
