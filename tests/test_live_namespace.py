@@ -10,7 +10,8 @@ from sqlalchemy import create_engine, text
 from app.auth.tokens import issue_token
 from app.extensions import db, socketio
 from app.live.capture import set_change_context
-from app.live.changelog import current_cursor, prune
+from app.live.changelog import current_cursor, prune, pruned_through, read_changes
+from app.live.feed import BATCH_LIMIT
 from app.users.service import update_user
 from tests.conftest import BOTH_DATABASES, csrf_token, login
 
@@ -148,6 +149,18 @@ def test_since_in_the_future_or_pruned_gets_a_snapshot(app, connect, make_user):
     assert fresh == {"cursor": current_cursor(), "changes": []}
 
 
+def test_prune_in_batches_takes_every_old_change_and_keeps_the_cursor(app, make_user):
+    for name in ("alice", "bob", "carol", "dave", "erin"):
+        make_user(name)
+    head = current_cursor()
+    logged = len(read_changes(0))
+    assert logged >= 5
+    assert prune(timedelta(seconds=-1), batch=2) == logged  # three batches or more
+    assert read_changes(0) == [] and pruned_through() == head == current_cursor()
+    make_user("frank")
+    assert [c.cursor for c in read_changes(0)] == [head + 1]
+
+
 @BOTH_DATABASES
 def test_pruning_never_moves_the_pruned_cursor_back(app, connect, make_user):
     """Another process pruned further meanwhile (this one's session saw an older value):
@@ -236,13 +249,55 @@ def test_a_subscriber_joins_after_its_ack_and_catches_up_what_was_emitted_meanwh
     make_user("meanwhile2")
     feed(app).poll_once()  # emitted to the room, which this client has not joined yet
     assert events(sio, "changes") == []
-    feed(app).join(sid, ack_cursor)
+    subscriptions().join(sid, ack_cursor)
     make_user("after")
     feed(app).poll_once()
-    received = sio.get_received(NS)
-    assert [(e["name"], [c["row"]["username"] for c in e["args"][0]] if e["name"] == "changes"
-             else e["args"][0]["row"]["username"]) for e in received] == [
-        ("changes", ["meanwhile1", "meanwhile2"]), ("change", "after")]
+    assert received_names(sio) == [("changes", ["meanwhile1", "meanwhile2"]), ("change", "after")]
+
+
+def test_a_subscriber_whose_ack_is_ahead_of_the_follower_gets_nothing_twice(
+        app, connect, make_user):
+    """An ack is read outside the feed's lock, possibly as of changes the follower has
+    not emitted yet: it emits them to the room before the client joins it."""
+    sio = connect()
+    sid = socketio.server.manager.sid_from_eio_sid(sio.eio_sid, NS)
+    feed(app).head()
+    make_user("in_the_ack1")
+    make_user("in_the_ack2")
+    subscriptions().join(sid, current_cursor())
+    make_user("after")
+    feed(app).poll_once()
+    assert received_names(sio) == [("change", "after")]
+
+
+def test_a_long_tail_after_the_ack_arrives_whole_and_in_order(app, connect, make_user):
+    sio = connect()
+    sid = socketio.server.manager.sid_from_eio_sid(sio.eio_sid, NS)
+    ack_cursor = current_cursor()
+    db.session.execute(text(  # a bulk write after the ack, more than two batches long
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
+        "INSERT INTO users (username, email) SELECT 'bulk' || i, 'bulk' || i || '@example.com' "
+        "FROM n"), {"count": BATCH_LIMIT * 2 + 7})
+    db.session.commit()
+    feed(app).poll_once()
+    subscriptions().join(sid, ack_cursor)
+    cursors = [c["cursor"] for name, changes in received_events(sio) for c in changes]
+    assert cursors == list(range(ack_cursor + 1, current_cursor() + 1))
+
+
+def subscriptions():
+    return socketio.server.namespace_handlers[NS].subscriptions
+
+
+def received_events(sio) -> list[tuple[str, list[dict]]]:
+    """Every change event received, as (name, [change...])."""
+    return [(e["name"], e["args"][0] if e["name"] == "changes" else [e["args"][0]])
+            for e in sio.get_received(NS) if e["name"] in ("change", "changes")]
+
+
+def received_names(sio) -> list[tuple[str, list[str] | str]]:
+    return [(name, [c["row"]["username"] for c in changes] if name == "changes"
+             else changes[0]["row"]["username"]) for name, changes in received_events(sio)]
 
 
 @pytest.mark.parametrize("auth", [{"token": 123}, {"token": ["x"]}, "token", 5])

@@ -269,6 +269,25 @@ def test_big_tables_need_a_view(app, connect, make_user):
     assert ViewClient(sio, {"per_page": 2}).total == 4
 
 
+def test_a_refused_subscribe_keeps_what_the_client_followed(app, connect, make_user):
+    """A subscribe answered with an error changes nothing: the view, or the plain stream,
+    the connection followed goes on."""
+    app.config["LIVE_SNAPSHOT_MAX_ROWS"] = 3
+    for name in names(3):
+        make_user(name)
+    viewer, plain = connect(), connect()
+    follower = ViewClient(viewer, {"sort": "username", "per_page": 2})
+    cursor = plain.emit("subscribe", {"since": 4}, namespace=NS, callback=True)["cursor"]
+    for sio in (viewer, plain):
+        assert "view" in sio.emit("subscribe", {"since": None}, namespace=NS,
+                                  callback=True)["error"]
+    aaron = make_user("aaron")
+    poll(app)
+    assert follower.receive()[-1]["ids"][0] == aaron.id and follower.total == 5
+    changes = [e["args"][0] for e in plain.get_received(NS) if e["name"] == "change"]
+    assert [(c["cursor"], c["id"]) for c in changes] == [(cursor + 1, aaron.id)]
+
+
 def test_counts_follow_every_batch(app, connect, make_user):
     sio = connect()
     ViewClient(sio, {})

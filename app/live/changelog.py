@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.extensions import db
+from app.extensions import db, socketio
 from app.live.minutes import minute_of, prune_minutes
 from app.models import LiveState, User, UserChange, user_payload, utcnow
 from app.reads import read_all
@@ -116,19 +116,16 @@ def consistent_read() -> Iterator[None]:
         db.session.rollback()
 
 
-def snapshot() -> tuple[int, dict[int, dict[str, Any]]]:
-    """Every user and the cursor they are as of, from one snapshot."""
-    with consistent_read():
-        cursor = current_cursor()
-        rows = {u.id: u.to_dict() for u in db.session.scalars(select(User).order_by(User.id))}
-    return cursor, rows
+def every_user() -> list[dict[str, Any]]:
+    """Every user, by id (a plain subscribe's snapshot: inside ``consistent_read``)."""
+    return [u.to_dict() for u in db.session.scalars(select(User).order_by(User.id))]
 
 
 def prune(retention: timedelta, batch: int = PRUNE_BATCH) -> int:
     """Delete changes older than ``retention``, remember how far; returns how many.
 
     Deleted in batches of ``batch`` rows, each its own short transaction, so writers
-    never wait long for the log (SQLite reuses the freed pages).
+    never wait long for the log (SQLite reuses the freed pages), yielding between them.
     """
     cutoff = utcnow() - retention
     last = db.session.scalar(
@@ -151,6 +148,7 @@ def prune(retention: timedelta, batch: int = PRUNE_BATCH) -> int:
         count += deleted
         if upto >= last:
             return count
+        socketio.sleep(0)  # the follower prunes: its clients go on between batches
 
 
 def _raise_pruned_through(cursor: int) -> None:

@@ -1,4 +1,4 @@
-"""The follower of the change log, and the subscribe/join protocol of ``/users``.
+"""The follower of the change log (the subscribe/join protocol is ``subscriptions``).
 
 One ``Feed`` per process follows ``user_changes`` (written by the database triggers,
 whoever the writer) and emits every new change, in cursor order, to the Socket.IO
@@ -27,16 +27,12 @@ from app.live.changelog import (
     count_changes,
     current_cursor,
     prune,
-    pruned_through,
     read_changes,
     read_changes_of,
-    snapshot,
 )
-from app.live.views import NAMESPACE, Page, ViewRegistry, diff, plan_reads
+from app.live.views import NAMESPACE, ViewRegistry, diff, plan_reads
 from app.models import user_payload
-from app.realtime.acks import after_ack
 from app.users.counts import table_counts
-from app.users.listing import Listing
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +50,6 @@ def _backoff(failures: int) -> float:
 def _reason(exc: Exception) -> str:
     """The first line of what the database driver said (or of the exception)."""
     return str(getattr(exc, "orig", None) or exc).strip().split("\n", 1)[0]
-
-
-class SubscribeError(ValueError):
-    """A subscription the contract refuses (the message goes to the client)."""
 
 
 class Feed:
@@ -311,8 +303,9 @@ class Feed:
                     self.views.emit(page, event)
         self.views.announce_totals(cursor)
 
-    def _catch_up(self, cursor: int) -> None:
-        """Emit everything up to ``cursor`` to the room before a new client joins it."""
+    def catch_up(self, cursor: int) -> None:
+        """Emit everything up to ``cursor`` to the room before a new client joins it
+        (under the lock)."""
         if cursor > self.head():
             self._poll_locked()
             # Changes pruned before they were ever emitted cannot be sent.
@@ -328,109 +321,3 @@ class Feed:
         elif after["role"] != before["role"]:
             socketio.server.emit("permissions", {"role": after["role"], "active": True},
                                  to=user_room(user_id), namespace=NAMESPACE, ignore_queue=True)
-
-    # --- subscribing: the plain change stream -------------------------------------------
-
-    def subscribe(self, sid: str, since: int | None) -> dict[str, Any]:
-        """The acknowledgement for ``sid``'s subscription; it joins once the ack is sent.
-
-        ``{"cursor", "changes"}`` replays what came after ``since``; a null, pruned or
-        future ``since``, or a replay longer than ``LIVE_SNAPSHOT_MAX_ROWS`` changes,
-        gets ``{"cursor", "rows"}``, a snapshot as of that cursor, while the table holds
-        no more users than that (else ``SubscribeError``). From then on it receives every
-        change after that cursor, exactly once.
-        """
-        limit = self.app.config["LIVE_SNAPSHOT_MAX_ROWS"]
-        with self.lock:
-            self._leave_view(sid)
-            self._catch_up(current_cursor())
-            head = self.head()
-            if since is not None and pruned_through() <= since <= head and head - since <= limit:
-                ack = {"cursor": head,
-                       "changes": [change_payload(c) for c in read_changes(since, upto=head)]}
-            else:
-                if table_counts()["total"] > limit:
-                    db.session.rollback()
-                    raise SubscribeError(
-                        f"the table holds more than {limit} users, too many for a full "
-                        "snapshot: subscribe with a view ({\"view\": {...}}) instead")
-                cursor, rows = snapshot()
-                self._catch_up(cursor)
-                head = self.head()
-                for change in read_changes(cursor, upto=head):  # roll forward to head
-                    if change.row_after:
-                        rows[change.user_id] = user_payload(change.row_after)
-                    else:
-                        rows.pop(change.user_id, None)
-                ack = {"cursor": head, "rows": list(rows.values())}
-            db.session.rollback()  # end the read before any I/O towards the client
-        after_ack(lambda: self.join(sid, head))
-        return ack
-
-    def join(self, sid: str, cursor: int) -> None:
-        """Add ``sid`` to the room; first send it what was emitted after ``cursor``."""
-        with self.lock:
-            if not socketio.server.manager.is_connected(sid, NAMESPACE):
-                return
-            if self.head() > cursor:
-                with self.app.app_context():
-                    missed = [change_payload(c) for c in read_changes(cursor, upto=self.head())]
-                    db.session.remove()
-            else:
-                missed = []
-            if missed:
-                socketio.server.emit("changes", missed, to=sid, namespace=NAMESPACE,
-                                     ignore_queue=True)
-            socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
-
-    # --- subscribing: live views ----------------------------------------------------------
-
-    def subscribe_view(self, sid: str, listing: Listing) -> dict[str, Any]:
-        """The acknowledgement of a view: its page and total; the client joins the
-        view's room once the ack is sent, and is sent a ``view`` event on every change.
-
-        The page is read from the database outside the lock, unless another subscriber
-        already follows the same view: then it is answered from memory.
-        """
-        while True:
-            read = None if listing in self.views.pages else self._read_page(listing)
-            with self.lock:
-                if read is None and listing not in self.views.pages:
-                    continue  # its last subscriber left meanwhile: read it after all
-                socketio.server.leave_room(sid, ROOM, namespace=NAMESPACE)
-                page = self.views.add(sid, listing, read, self.head())
-                cursor = page.cursor if page.stale else max(page.cursor, self.head())
-                ack = {**page.state(cursor), "view": listing.as_dict()}
-                serial = page.serial
-                if page.stale:
-                    self.wake()
-                break
-        ack["counts"] = table_counts()
-        db.session.rollback()
-
-        def join() -> None:
-            with self.lock:
-                self.views.join(sid, page, serial)
-                socketio.server.enter_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
-
-        after_ack(join)
-        return ack
-
-    @staticmethod
-    def _read_page(listing: Listing) -> Page:
-        """The page and its total as of one cursor, from one snapshot."""
-        with consistent_read():
-            cursor = current_cursor()
-            total = listing.count()
-            users = listing.payloads(total=total)
-        return Page(listing, room="", cursor=cursor, total=total,
-                    ids=[u["id"] for u in users], rows={u["id"]: u for u in users})
-
-    def _leave_view(self, sid: str) -> None:
-        self.views.remove(sid)
-        socketio.server.leave_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
-
-    def leave(self, sid: str) -> None:
-        """``sid`` disconnected: it follows no view any more."""
-        with self.lock:
-            self._leave_view(sid)

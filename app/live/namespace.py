@@ -9,8 +9,10 @@ from flask import current_app, request
 
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
-from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed, SubscribeError
+from app.live.changelog import consistent_read, current_cursor
+from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed
 from app.live.presence import ClusterPresence
+from app.live.subscriptions import SubscribeError, Subscriptions
 from app.models import User
 from app.realtime.acks import after_ack
 from app.realtime.errors import reject
@@ -24,7 +26,7 @@ class UsersNamespace(RealtimeNamespace):
 
     def __init__(self, feed: Feed, namespace: str = NAMESPACE) -> None:
         super().__init__(namespace)
-        self.feed = feed
+        self.subscriptions = Subscriptions(feed)
         config = feed.app.config
         self.subscribes = RateLimiter(config["LIVE_SUBSCRIBE_RATE"], config["LIVE_SUBSCRIBE_BURST"])
         # sid -> username of dashboard viewers; sid -> (username, user id) of edit forms.
@@ -42,7 +44,7 @@ class UsersNamespace(RealtimeNamespace):
 
     def on_disconnect(self, reason: Any = None) -> None:
         """A client went away: it leaves its view and the presence lists."""
-        self.feed.leave(request.sid)
+        self.subscriptions.leave(request.sid)
         self.subscribes.forget(request.sid)
         with self._presence_lock:
             left = self.viewers.pop(request.sid, None) or self.editors.pop(request.sid, None)
@@ -60,12 +62,12 @@ class UsersNamespace(RealtimeNamespace):
             if "view" in data:
                 listing = Listing.from_view(
                     data["view"], max_per_page=current_app.config["API_MAX_PER_PAGE"])
-                ack = self.feed.subscribe_view(request.sid, listing)
+                ack = self.subscriptions.subscribe_view(request.sid, listing)
             else:
                 since = data.get("since")
                 if since is not None and (type(since) is not int or since < 0):
                     return reject("since must be null or a non-negative integer")
-                ack = self.feed.subscribe(request.sid, since)
+                ack = self.subscriptions.subscribe(request.sid, since)
         except ListingError as exc:
             return reject(f"bad view: {exc}")
         except SubscribeError as exc:
@@ -80,13 +82,12 @@ class UsersNamespace(RealtimeNamespace):
         """An edit form ``{"id": N}`` follows changes from now; the ack has the user as it is."""
         if not isinstance(data, dict) or type(data.get("id")) is not int:
             return reject('payload must be an object like {"id": 42}')
-        sid, feed = request.sid, self.feed
-        with feed.lock:  # the row and the cursor as of the same moment
-            cursor = feed.head()
+        sid, subscriptions = request.sid, self.subscriptions
+        with consistent_read():  # the row and the cursor as of the same moment
+            cursor = current_cursor()
             user = db.session.get(User, data["id"]) if 0 < data["id"] < 2**31 else None
             row = user.to_dict() if user else None
-            db.session.rollback()
-        after_ack(lambda: feed.join(sid, cursor))
+        after_ack(lambda: subscriptions.join(sid, cursor))
         with self._presence_lock:
             self.editors[sid] = (socket_user()["username"], data["id"])
         after_ack(lambda: self._broadcast_presence(newcomer=sid))
