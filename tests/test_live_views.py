@@ -4,6 +4,7 @@ page converges to what ``GET /api/users`` answers for the same query."""
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 from typing import Any
 
@@ -14,7 +15,7 @@ from app.auth.tokens import issue_token
 from app.extensions import db
 from app.users.listing import Listing
 from app.users.service import delete_user, update_user
-from tests.conftest import BOTH_DATABASES
+from tests.conftest import BOTH_DATABASES, login
 
 NS = "/users"
 
@@ -86,6 +87,33 @@ VIEWS = [
     {"active": False, "sort": "role,-id", "per_page": 4},
     {},
 ]
+
+
+@BOTH_DATABASES
+@pytest.mark.parametrize("view", [
+    {"sort": "username", "page": 2, "per_page": 4},
+    {"q": "LI", "sort": "-email", "per_page": 5},
+    {"active": True, "sort": "role,-username", "page": 2, "per_page": 3},
+    {"role": "user", "sort": "-updated_at", "per_page": 4},
+])
+def test_one_query_is_one_page_on_the_dashboard_the_api_and_a_view(
+        app, connect, make_user, api, client, view):
+    """The pages (lenient), the API (strict) and the views (``app.users.listing``) agree
+    on the ids and their order, case rules and ties included."""
+    ids = {}
+    for n, name in enumerate(["Alice", "alice2", "bob", "BOB_b", "Charlie", "charles",
+                              "dave.li", "Eli-x", "zed", "_under", "Zoe", "ELI"]):
+        user = make_user(name, role="admin" if n % 3 == 0 else "user", active=n % 4 != 1,
+                         email=f"{name.swapcase()}@Example.com")
+        ids[name] = user.id
+    ids["admin"] = 1
+    from_view = ViewClient(connect(), view).ids
+    assert from_view == api(view)["ids"]
+    assert login(client, "admin").status_code == 302
+    query = {k: str(v).lower() if isinstance(v, bool) else v for k, v in view.items()}
+    html = client.get("/", query_string=query).get_data(as_text=True)
+    on_page = re.findall(r'<td data-field="username" data-value="[^"]*">([^<]*)</td>', html)
+    assert [ids[name] for name in on_page] == from_view and from_view
 
 
 @BOTH_DATABASES

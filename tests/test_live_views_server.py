@@ -152,6 +152,23 @@ def test_a_bulk_update_converges_in_a_few_small_events(follow, db_url, admin):
         assert client.bytes < 20_000 * len(client.events) + 1
 
 
+@BOTH_DATABASES
+def test_malformed_views_get_an_error_and_the_view_followed_goes_on(follow, live_server):
+    client = follow({"sort": "username", "per_page": 5})
+    errors: list[dict[str, Any]] = []
+    client.sio.on("error", errors.append, namespace=NS)
+    for bad in (None, [], "x", {"page": 0}, {"q": None}, {"per_page": "5"}, {"role": "root"},
+                {"sort": "password_hash"}, {"colour": "red"}):
+        ack = client.sio.call("subscribe", {"view": bad}, namespace=NS, timeout=10)
+        assert set(ack) == {"error"} and "view" in ack["error"], bad
+    client.sio.emit("subscribe", {"view": {"active": "yes"}}, namespace=NS)  # no ack asked
+    api_create(live_server.url, "aaron")  # first in the view followed
+    client.converge()
+    assert client.ids[0] == client.api()["ids"][0] and client.users[client.ids[0]][
+        "username"] == "aaron"
+    assert len(errors) == 1 and "view" in errors[0]["error"]
+
+
 def test_a_since_null_subscribe_on_a_big_table_is_told_to_use_a_view(live_server, db_url,
                                                                       admin):
     seed_sql(db_url, 10_001, "big")
