@@ -117,6 +117,37 @@ def test_logout_closes_the_sessions_sockets_on_the_other_process_while_redis_is_
             sock.close()
 
 
+@ON_POSTGRES
+@pytest.mark.parametrize("redis_up", [True, False], ids=["queue", "redis-down"])
+def test_deactivating_a_user_closes_their_connections_on_every_process(
+        server_factory, redis_server, make_user, admin, redis_up):
+    """Through the queue at once; while Redis is down, each process's feed sees the
+    change in the database and closes them all the same."""
+    redis = redis_server()
+    env = {"SOCKETIO_MESSAGE_QUEUE": redis.url(), "SOCKETIO_CHANNEL": "deactivation"}
+    one, two = server_factory(env), server_factory(env)
+    carol, dave = make_user("carol"), make_user("dave")
+    token, cookie = issue_token(carol), browser_session(two.url, "carol").cookies["session"]
+    theirs = [Socket(two.url, "/users", token=token), Socket(two.url, "/chat", cookie=cookie),
+              Socket(one.url, "/users", token=token), Socket(one.url, "/chat", token=token)]
+    bystander = Socket(two.url, "/users", token=issue_token(dave))
+    try:
+        if not redis_up:
+            redis.stop()
+        answer = requests.patch(f"{one.url}/api/users/{carol.id}", timeout=10,
+                                json={"active": False, "version": carol.version},
+                                headers={"Authorization": f"Bearer {issue_token(admin)}"})
+        assert answer.status_code == 200 and answer.json()["active"] is False
+        deactivated = time.monotonic()
+        for sock in theirs:
+            assert sock.closed.wait(3), f"{sock.namespace} socket still open after 3 s"
+            assert sock.closed_at - deactivated < 3
+        assert bystander.call("latency") == {"ok": True}
+    finally:
+        for sock in [*theirs, bystander]:
+            sock.close()
+
+
 def presences(sock: Socket) -> list[Any]:
     return [data for event, data in sock.events if event == "presence"]
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.auth.sockets import disconnect_everywhere
 from app.collation import ascii_order, fold
 from app.database import lock_checked_writes
 from app.extensions import db
@@ -191,6 +192,8 @@ def change_user(user_id: int, data: dict[str, Any], expected_version: int | None
     first only when the change could take away an admin. A change that alters nothing
     writes nothing (unless ``always``: a revert is one new change even then). Raises
     StaleVersionError when the stored user moved on, UserGoneError when it is gone.
+    A deactivation closes the user's connections on every process at once (the queue);
+    each process's live feed also does when it sees the change (the fallback).
     """
     clean = validate(data, partial=True)
     try:
@@ -219,6 +222,8 @@ def change_user(user_id: int, data: dict[str, Any], expected_version: int | None
     if row is None:  # moved on, gone, or nothing to change
         return _stored(user_id, expected_version).to_dict()
     _commit()
+    if clean.get("active") is False:
+        disconnect_everywhere(user_id)
     return user_payload(row._mapping)
 
 
@@ -268,6 +273,7 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
     With ``expected_version`` (the delete page's), a user that moved on since is a
     StaleVersionError. Without (the API, the CLI), if the row changed meanwhile the
     newest row is deleted (its rules checked again). Already gone: UserGoneError.
+    The user's connections close on every process, as for a deactivation.
     """
     if expected_version is not None and expected_version != user.version:
         raise StaleVersionError(user)
@@ -278,6 +284,7 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
         db.session.delete(user)
         try:
             _commit()
+            disconnect_everywhere(user_id)
             return
         except StaleDataError:
             db.session.rollback()
