@@ -1,9 +1,10 @@
 """Bulk-write benchmark of the live views: one plain-SQL statement over many rows.
 
-Seeds ``--users`` users into a fresh SQLite database, starts ``python manage.py run``
-(one gevent process), connects ``--clients`` python-socketio clients spread over ten
-live views, and a probe that times a ``latency`` round trip every 20 ms. Then another
-program (this one, through sqlite3) commits one statement:
+Seeds ``--users`` users into a fresh SQLite database (or the fresh PostgreSQL database
+``--database-url``), starts ``python manage.py run`` (one gevent process), connects
+``--clients`` python-socketio clients spread over ten live views, and a probe that
+times a ``latency`` round trip every 20 ms. Then another program (sqlite3, or psycopg)
+commits one statement:
 
 - ``--write update``: ``UPDATE users SET active = NOT active`` over every seeded row;
 - ``--write import``: ``INSERT`` of ``--rows`` new users.
@@ -17,6 +18,7 @@ write.
 
     .venv/bin/python bench/bulk.py --users 100000 --clients 100 --write update
     .venv/bin/python bench/bulk.py --users 1000 --clients 10 --write import --rows 900000
+    .venv/bin/python bench/bulk.py --database-url postgresql://postgres@127.0.0.1/bulk
 """
 
 from __future__ import annotations
@@ -93,18 +95,38 @@ def probe(url: str, token: str, stop: threading.Event, rtts: list[float]) -> Non
     sio.disconnect()
 
 
+def write_sql(database: str, *statements: str) -> None:
+    """Run ``statements`` from another program, as any outside writer is (no lock shared
+    with the server or the probe): sqlite3 on a file, psycopg on a PostgreSQL URL."""
+    if database.startswith("postgresql"):
+        code = ("import psycopg, sys\nwith psycopg.connect(sys.argv[1], autocommit=True) as c:\n"
+                "    for s in sys.argv[2:]: c.execute(s)")
+    else:
+        code = ("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=60, "
+                "isolation_level=None)\nfor s in sys.argv[2:]: c.execute(s)")
+    subprocess.run([PY, "-c", code, database, *statements], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--write", choices=["update", "import"], default="update")
     parser.add_argument("--rows", type=int, default=900_000, help="rows of --write import")
+    parser.add_argument("--database-url", help="a fresh PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         database = Path(tmp) / "bench.sqlite"
-        env, token, _ = setup_livecrud(Path(tmp), 0)
-        seed_users(database, args.users)
+        env, token, _ = setup_livecrud(Path(tmp), 0, args.database_url)
+        postgres = args.database_url is not None
+        if postgres:
+            write_sql(args.database_url,
+                      "INSERT INTO users (username, email) SELECT 'm' || lpad(i::text, 5, '0'), "
+                      f"'m' || lpad(i::text, 5, '0') || '@example.com' FROM generate_series(1, "
+                      f"{int(args.users)}) AS i", "VACUUM ANALYZE users")
+        else:
+            seed_users(database, args.users)
         port = free_port()
         server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
         url = server.url
@@ -119,16 +141,18 @@ def main() -> None:
 
             if args.write == "update":
                 statement = "UPDATE users SET active = NOT active WHERE username LIKE 'm%'"
+            elif postgres:
+                statement = (
+                    "INSERT INTO users (username, email) SELECT 'i' || lpad(i::text, 7, '0'), "
+                    f"'i' || lpad(i::text, 7, '0') || '@example.org' FROM generate_series(1, "
+                    f"{int(args.rows)}) AS i")
             else:
                 statement = (
                     f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                     f"WHERE i < {int(args.rows)}) INSERT INTO users (username, email) "
                     "SELECT printf('i%07d', i), printf('i%07d@example.org', i) FROM n")
             started = time.monotonic()
-            # Another program, as any outside writer is (and no lock shared with the probe).
-            subprocess.run([PY, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], "
-                            "timeout=60, isolation_level=None); c.execute(sys.argv[2])",
-                            str(database), statement], check=True)
+            write_sql(args.database_url or str(database), statement)
             committed = time.monotonic()
 
             expected = {json.dumps(v, sort_keys=True): api_page(url, token, v)
