@@ -47,6 +47,10 @@ VIEWS = [
     {"sort": "created_at,-username", "per_page": 50},
 ]
 
+# i with at least 5 (7) digits, zero-padded: lpad alone would cut longer numbers.
+PADDED5 = "lpad(i::text, greatest(5, length(i::text)), '0')"
+PADDED7 = "lpad(i::text, greatest(7, length(i::text)), '0')"
+
 
 class Follower:
     """One client of one view; counts the bytes of its ``view`` events."""
@@ -121,9 +125,9 @@ def main() -> None:
         env, token, _ = setup_livecrud(Path(tmp), 0, args.database_url)
         postgres = args.database_url is not None
         if postgres:
-            write_sql(args.database_url,
-                      "INSERT INTO users (username, email) SELECT 'm' || lpad(i::text, 5, '0'), "
-                      f"'m' || lpad(i::text, 5, '0') || '@example.com' FROM generate_series(1, "
+            write_sql(args.database_url,  # printf('m%05d', i), as on SQLite
+                      f"INSERT INTO users (username, email) SELECT 'm' || {PADDED5}, "
+                      f"'m' || {PADDED5} || '@example.com' FROM generate_series(1, "
                       f"{int(args.users)}) AS i", "VACUUM ANALYZE users")
         else:
             seed_users(database, args.users)
@@ -143,8 +147,8 @@ def main() -> None:
                 statement = "UPDATE users SET active = NOT active WHERE username LIKE 'm%'"
             elif postgres:
                 statement = (
-                    "INSERT INTO users (username, email) SELECT 'i' || lpad(i::text, 7, '0'), "
-                    f"'i' || lpad(i::text, 7, '0') || '@example.org' FROM generate_series(1, "
+                    f"INSERT INTO users (username, email) SELECT 'i' || {PADDED7}, "
+                    f"'i' || {PADDED7} || '@example.org' FROM generate_series(1, "
                     f"{int(args.rows)}) AS i")
             else:
                 statement = (
