@@ -117,7 +117,7 @@ def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-def test_compose_file_is_valid_and_runs_the_cluster():
+def test_compose_file_is_valid_and_describes_the_cluster():
     assert compose("config", "-q", env=SECRETS).returncode == 0
     services = compose("config", "--services", env=SECRETS).stdout.split()
     assert sorted(services) == ["app1", "app2", "nginx", "postgres", "redis"]
