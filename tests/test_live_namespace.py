@@ -9,6 +9,7 @@ from sqlalchemy import create_engine, text
 
 from app.auth.tokens import issue_token
 from app.extensions import db, socketio
+from app.live import subscriptions as subscriptions_module
 from app.live.capture import set_change_context
 from app.live.changelog import current_cursor, prune, pruned_through, read_changes
 from app.live.feed import BATCH_LIMIT
@@ -249,7 +250,7 @@ def test_a_subscriber_joins_after_its_ack_and_catches_up_what_was_emitted_meanwh
     make_user("meanwhile2")
     feed(app).poll_once()  # emitted to the room, which this client has not joined yet
     assert events(sio, "changes") == []
-    subscriptions().join(sid, ack_cursor)
+    subscriptions().join(sid, ack_cursor, subscriptions()._begin(sid))
     make_user("after")
     feed(app).poll_once()
     assert received_names(sio) == [("changes", ["meanwhile1", "meanwhile2"]), ("change", "after")]
@@ -264,25 +265,76 @@ def test_a_subscriber_whose_ack_is_ahead_of_the_follower_gets_nothing_twice(
     feed(app).head()
     make_user("in_the_ack1")
     make_user("in_the_ack2")
-    subscriptions().join(sid, current_cursor())
+    subscriptions().join(sid, current_cursor(), subscriptions()._begin(sid))
     make_user("after")
     feed(app).poll_once()
     assert received_names(sio) == [("change", "after")]
 
 
-def test_a_long_tail_after_the_ack_arrives_whole_and_in_order(app, connect, make_user):
-    sio = connect()
-    sid = socketio.server.manager.sid_from_eio_sid(sio.eio_sid, NS)
-    ack_cursor = current_cursor()
-    db.session.execute(text(  # a bulk write after the ack, more than two batches long
+def bulk_insert(count: int) -> None:
+    """``count`` users in one plain-SQL statement (committed; the feed not polled)."""
+    db.session.execute(text(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
         "INSERT INTO users (username, email) SELECT 'bulk' || i, 'bulk' || i || '@example.com' "
-        "FROM n"), {"count": BATCH_LIMIT * 2 + 7})
+        "FROM n"), {"count": count})
     db.session.commit()
-    feed(app).poll_once()
-    subscriptions().join(sid, ack_cursor)
-    cursors = [c["cursor"] for name, changes in received_events(sio) for c in changes]
+
+
+@pytest.mark.parametrize("polled", [True, False], ids=["emitted", "ahead-of-the-follower"])
+def test_a_bulk_write_after_the_ack_arrives_whole_in_order_and_in_batches(
+        app, connect, make_user, polled):
+    """More than two batches went by between the ack and the join (emitted to the room
+    already, or not even seen by the follower yet): the client gets each change once,
+    in order, in events of at most one batch."""
+    sio = connect()
+    sid = socketio.server.manager.sid_from_eio_sid(sio.eio_sid, NS)
+    feed(app).head()
+    make_user("in_the_ack")
+    ack_cursor = current_cursor()
+    bulk_insert(BATCH_LIMIT * 2 + 7)
+    if polled:
+        feed(app).poll_once()
+    subscriptions().join(sid, ack_cursor, subscriptions()._begin(sid))
+    events = received_events(sio)
+    cursors = [c["cursor"] for _, changes in events for c in changes]
     assert cursors == list(range(ack_cursor + 1, current_cursor() + 1))
+    assert max(len(changes) for _, changes in events) <= BATCH_LIMIT
+
+
+def test_subscribing_again_never_sends_a_change_twice(app, connect, make_user, monkeypatch):
+    """A change committed and emitted while the new ack is read reaches the client once,
+    after the ack (it is out of the room meanwhile)."""
+    sio = connect()
+    sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    every_user = subscriptions_module.every_user
+
+    def meanwhile():
+        rows = every_user()
+        make_user("meanwhile")
+        feed(app).poll_once()
+        return rows
+
+    monkeypatch.setattr(subscriptions_module, "every_user", meanwhile)
+    sio.get_received(NS)
+    ack = sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert [c["cursor"] for _, changes in received_events(sio) for c in changes] == \
+        [ack["cursor"] + 1]
+
+
+def test_a_join_of_a_replaced_subscription_does_nothing(app, connect, make_user):
+    """A join still pending when the client subscribed again (to the stream, or to a
+    view) neither replays nor puts it back in the stream's room."""
+    sio = connect()
+    sid = socketio.server.manager.sid_from_eio_sid(sio.eio_sid, NS)
+    plain = sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    first = subscriptions()._serials[sid]
+    view = sio.emit("subscribe", {"view": {"sort": "username"}}, namespace=NS, callback=True)
+    assert "ids" in view
+    subscriptions().join(sid, plain["cursor"], first)  # too late: replaced by the view
+    make_user("aaron")
+    feed(app).poll_once()
+    names = [e["name"] for e in sio.get_received(NS)]
+    assert "view" in names and "change" not in names and "changes" not in names
 
 
 def subscriptions():

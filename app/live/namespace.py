@@ -9,11 +9,9 @@ from flask import current_app, request
 
 from app.auth.sockets import authenticate, socket_user
 from app.extensions import db
-from app.live.changelog import consistent_read, current_cursor
 from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed
 from app.live.presence import ClusterPresence
 from app.live.subscriptions import SubscribeError, Subscriptions
-from app.models import User
 from app.realtime.acks import after_ack
 from app.realtime.errors import reject
 from app.realtime.namespace import RealtimeNamespace
@@ -82,16 +80,12 @@ class UsersNamespace(RealtimeNamespace):
         """An edit form ``{"id": N}`` follows changes from now; the ack has the user as it is."""
         if not isinstance(data, dict) or type(data.get("id")) is not int:
             return reject('payload must be an object like {"id": 42}')
-        sid, subscriptions = request.sid, self.subscriptions
-        with consistent_read():  # the row and the cursor as of the same moment
-            cursor = current_cursor()
-            user = db.session.get(User, data["id"]) if 0 < data["id"] < 2**31 else None
-            row = user.to_dict() if user else None
-        after_ack(lambda: subscriptions.join(sid, cursor))
+        sid = request.sid
+        ack = self.subscriptions.watch(sid, data["id"])
         with self._presence_lock:
             self.editors[sid] = (socket_user()["username"], data["id"])
         after_ack(lambda: self._broadcast_presence(newcomer=sid))
-        return {"cursor": cursor, "row": row}
+        return ack
 
     def on_latency(self, data: Any = None) -> dict[str, Any]:
         """Client -> server with an ack: the client measures the round trip."""

@@ -9,6 +9,9 @@ tail is read under the lock, so a subscriber never holds up the live table.
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from app.extensions import db, socketio
@@ -22,9 +25,12 @@ from app.live.changelog import (
 )
 from app.live.feed import BATCH_LIMIT, ROOM, VIEWS_ROOM, Feed
 from app.live.views import NAMESPACE, Page
+from app.models import User
 from app.realtime.acks import after_ack
 from app.users.counts import table_counts
 from app.users.listing import Listing
+
+log = logging.getLogger(__name__)
 
 
 class SubscribeError(ValueError):
@@ -32,10 +38,17 @@ class SubscribeError(ValueError):
 
 
 class Subscriptions:
-    """Subscribing to ``feed``: the plain change stream, an edit form's join, a view."""
+    """Subscribing to ``feed``: the plain change stream, an edit form's watch, a view.
+
+    Each successful subscription of a connection gets a number (``_serials``): a join
+    still pending for an earlier one finds it replaced and does nothing, so two quick
+    subscribes never put a connection in a room twice or in two rooms.
+    """
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
+        self._serials: dict[str, int] = {}  # sid -> its latest subscription's number
+        self._numbers = itertools.count(1)
 
     # --- the plain change stream ------------------------------------------------------------
 
@@ -49,58 +62,109 @@ class Subscriptions:
         followed). From then on it receives every change after that cursor, exactly once.
         """
         limit = self.feed.app.config["LIVE_SNAPSHOT_MAX_ROWS"]
-        with consistent_read():
-            cursor = current_cursor()
-            replayable = since is not None and pruned_through() <= since <= cursor
-            if replayable and cursor - since <= limit:
-                ack = {"cursor": cursor,
-                       "changes": [change_payload(c) for c in read_changes(since, upto=cursor)]}
-            elif table_counts()["total"] > limit:
-                raise SubscribeError(
-                    f"the table holds more than {limit} users, too many for a full "
-                    "snapshot: subscribe with a view ({\"view\": {...}}) instead")
-            else:
-                ack = {"cursor": cursor, "rows": every_user()}
-        with self.feed.lock:  # out of its view and of the stream until the ack is out
-            self._leave(sid)
-        after_ack(lambda: self.join(sid, cursor))
+
+        def read() -> tuple[dict[str, Any], int]:
+            with consistent_read():
+                cursor = current_cursor()
+                replayable = since is not None and pruned_through() <= since <= cursor
+                if replayable and cursor - since <= limit:
+                    return {"cursor": cursor, "changes": [
+                        change_payload(c) for c in read_changes(since, upto=cursor)]}, cursor
+                if table_counts()["total"] > limit:
+                    raise SubscribeError(
+                        f"the table holds more than {limit} users, too many for a full "
+                        "snapshot: subscribe with a view ({\"view\": {...}}) instead")
+                return {"cursor": cursor, "rows": every_user()}, cursor
+
+        return self._replace(sid, read)
+
+    def watch(self, sid: str, user_id: int) -> dict[str, Any]:
+        """An edit form's subscription: ``{"cursor", "row"}``, the user (or None) as of
+        that cursor; every change after it follows, as for ``subscribe``."""
+        def read() -> tuple[dict[str, Any], int]:
+            with consistent_read():  # the row and the cursor as of the same moment
+                cursor = current_cursor()
+                user = db.session.get(User, user_id) if 0 < user_id < 2**31 else None
+                return {"cursor": cursor, "row": user.to_dict() if user else None}, cursor
+
+        return self._replace(sid, read)
+
+    def _replace(self, sid: str, read: Callable[[], tuple[dict[str, Any], int]]
+                 ) -> dict[str, Any]:
+        """``read`` the new subscription's ack and cursor with ``sid`` out of the plain
+        room (no broadcast after the ack's cursor may reach it before the ack). Then it
+        follows only the new subscription, from its join on; if ``read`` raises, it goes
+        on following what it followed."""
+        feed = self.feed
+        with feed.lock:
+            rejoin = ROOM in socketio.server.rooms(sid, namespace=NAMESPACE)
+            if rejoin:
+                socketio.server.leave_room(sid, ROOM, namespace=NAMESPACE)
+            left_at, serial = feed.head(), self._serials.get(sid)
+        try:
+            ack, cursor = read()
+        except Exception:
+            if rejoin and serial is not None:
+                self.join(sid, left_at, serial)
+            raise
+        with feed.lock:
+            serial = self._begin(sid)
+            feed.views.remove(sid)
+            socketio.server.leave_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
+        after_ack(lambda: self.join(sid, cursor, serial))
         return ack
 
-    def join(self, sid: str, cursor: int) -> None:
-        """Add ``sid`` to the plain stream's room; first send it every change after
-        ``cursor``. ``sid`` is not in the room yet, so nothing can overtake what it is
-        sent: a long tail goes out in batches outside the lock, the last one under it."""
+    def join(self, sid: str, cursor: int, serial: int) -> None:
+        """Add ``sid`` to the plain stream's room, first sending it every change after
+        ``cursor``, unless a later subscription replaced this one. ``sid`` is not in the
+        room yet, so nothing overtakes what it is sent: a long tail goes out in batches
+        outside the lock, at most one batch under it. A failure closes the connection:
+        the client reconnects and subscribes from its last cursor."""
         feed = self.feed
-        with feed.app.app_context():
-            try:
-                while feed.head() - cursor > BATCH_LIMIT and self._connected(sid):
-                    changes = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT)
-                    db.session.rollback()
-                    if not changes:
-                        break  # pruned meanwhile: what is left comes under the lock
-                    self._send(sid, changes)
-                    cursor = changes[-1].cursor
-                with feed.lock:
-                    if not self._connected(sid):
-                        return
-                    if feed.head() < cursor:
-                        feed.catch_up(cursor)  # the room gets up to the ack's cursor first
-                    if feed.head() > cursor:
-                        self._send(sid, read_changes(cursor, upto=feed.head()))
-                    db.session.rollback()
-                    socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
-            finally:
-                db.session.remove()
+        try:
+            with feed.app.app_context():
+                try:
+                    while True:
+                        while self._current(sid, serial) and feed.head() - cursor > BATCH_LIMIT:
+                            changes = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT)
+                            db.session.rollback()
+                            if not changes:
+                                break  # pruned meanwhile
+                            self._send(sid, changes)
+                            cursor = changes[-1].cursor
+                        with feed.lock:
+                            if not self._current(sid, serial):
+                                return
+                            if feed.head() < cursor:
+                                feed.catch_up(cursor)  # the room gets up to the ack first
+                            tail = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT + 1)
+                            db.session.rollback()
+                            if len(tail) <= BATCH_LIMIT:
+                                self._send(sid, tail)
+                                socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
+                                return
+                        # A bulk write went by meanwhile: send it outside the lock first.
+                finally:
+                    db.session.remove()
+        except Exception:
+            log.exception("live feed: %s could not join; closing it to resubscribe", sid)
+            socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+
+    def _begin(self, sid: str) -> int:
+        """Number a new subscription of ``sid`` (under the lock)."""
+        serial = self._serials[sid] = next(self._numbers)
+        return serial
+
+    def _current(self, sid: str, serial: int) -> bool:
+        """Whether ``sid`` is connected and ``serial`` is still its latest subscription."""
+        return (self._serials.get(sid) == serial
+                and socketio.server.manager.is_connected(sid, NAMESPACE))
 
     @staticmethod
     def _send(sid: str, changes: list) -> None:
         if changes:
             socketio.server.emit("changes", [change_payload(c) for c in changes], to=sid,
                                  namespace=NAMESPACE, ignore_queue=True)
-
-    @staticmethod
-    def _connected(sid: str) -> bool:
-        return socketio.server.manager.is_connected(sid, NAMESPACE)
 
     # --- live views ----------------------------------------------------------------------------
 
@@ -112,6 +176,8 @@ class Subscriptions:
         already follows the same view: then it is answered from memory.
         """
         feed, views = self.feed, self.feed.views
+        counts = table_counts()
+        db.session.rollback()
         while True:
             read = None if listing in views.pages else self._read_page(listing)
             with feed.lock:
@@ -120,18 +186,17 @@ class Subscriptions:
                 socketio.server.leave_room(sid, ROOM, namespace=NAMESPACE)
                 page = views.add(sid, listing, read, feed.head())
                 cursor = page.cursor if page.stale else max(page.cursor, feed.head())
-                ack = {**page.state(cursor), "view": listing.as_dict()}
-                serial = page.serial
+                ack = {**page.state(cursor), "view": listing.as_dict(), "counts": counts}
+                page_serial, serial = page.serial, self._begin(sid)
                 if page.stale:
                     feed.wake()
                 break
-        ack["counts"] = table_counts()
-        db.session.rollback()
 
         def join() -> None:
             with feed.lock:
-                views.join(sid, page, serial)
-                socketio.server.enter_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
+                if self._current(sid, serial):
+                    views.join(sid, page, page_serial)
+                    socketio.server.enter_room(sid, VIEWS_ROOM, namespace=NAMESPACE)
 
         after_ack(join)
         return ack
@@ -149,12 +214,7 @@ class Subscriptions:
     # --- leaving ---------------------------------------------------------------------------------
 
     def leave(self, sid: str) -> None:
-        """``sid`` disconnected: it follows no view any more."""
+        """``sid`` disconnected: it follows nothing any more."""
         with self.feed.lock:
-            self._leave(sid)
-
-    def _leave(self, sid: str) -> None:
-        """Out of its view and of every room of the feed (under the lock)."""
-        self.feed.views.remove(sid)
-        for room in (ROOM, VIEWS_ROOM):
-            socketio.server.leave_room(sid, room, namespace=NAMESPACE)
+            self._serials.pop(sid, None)
+            self.feed.views.remove(sid)

@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.auth.sockets import disconnect_everywhere
 from app.collation import ascii_order, fold
 from app.database import lock_checked_writes
 from app.extensions import db
@@ -223,7 +222,7 @@ def change_user(user_id: int, data: dict[str, Any], expected_version: int | None
         return _stored(user_id, expected_version).to_dict()
     _commit()
     if clean.get("active") is False:
-        disconnect_everywhere(user_id)
+        _disconnect(user_id)
     return user_payload(row._mapping)
 
 
@@ -284,7 +283,7 @@ def delete_user(user: User, expected_version: int | None = None) -> None:
         db.session.delete(user)
         try:
             _commit()
-            disconnect_everywhere(user_id)
+            _disconnect(user_id)
             return
         except StaleDataError:
             db.session.rollback()
@@ -336,6 +335,13 @@ def same_username(username: str) -> ColumnElement[bool]:
     """The users whose username is ``username`` in any case (usernames are ASCII), as
     the username sort index finds them: no scan of the table."""
     return ascii_order(User.username) == fold(username)
+
+
+def _disconnect(user_id: int) -> None:
+    """Close the user's connections on every process (after a deactivation or delete)."""
+    from app.auth.sockets import disconnect_everywhere  # app.auth imports this module
+
+    disconnect_everywhere(user_id)
 
 
 def _commit() -> None:
