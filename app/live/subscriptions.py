@@ -121,34 +121,33 @@ class Subscriptions:
         outside the lock, at most one batch under it. A failure closes the connection:
         the client reconnects and subscribes from its last cursor."""
         feed = self.feed
-        try:
-            with feed.app.app_context():
-                try:
-                    while True:
-                        while self._current(sid, serial) and feed.head() - cursor > BATCH_LIMIT:
-                            changes = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT)
-                            db.session.rollback()
-                            if not changes:
-                                break  # pruned meanwhile
-                            self._send(sid, changes)
-                            cursor = changes[-1].cursor
-                        with feed.lock:
-                            if not self._current(sid, serial):
-                                return
-                            if feed.head() < cursor:
-                                feed.catch_up(cursor)  # the room gets up to the ack first
-                            tail = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT + 1)
-                            db.session.rollback()
-                            if len(tail) <= BATCH_LIMIT:
-                                self._send(sid, tail)
-                                socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
-                                return
-                        # A bulk write went by meanwhile: send it outside the lock first.
-                finally:
-                    db.session.remove()
-        except Exception:
-            log.exception("live feed: %s could not join; closing it to resubscribe", sid)
-            socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+        with feed.app.app_context():
+            try:
+                while True:
+                    while self._current(sid, serial) and feed.head() - cursor > BATCH_LIMIT:
+                        changes = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT)
+                        db.session.rollback()
+                        if not changes:
+                            break  # pruned meanwhile
+                        self._send(sid, changes)
+                        cursor = changes[-1].cursor
+                    with feed.lock:
+                        if not self._current(sid, serial):
+                            return
+                        if feed.head() < cursor:
+                            feed.catch_up(cursor)  # the room gets up to the ack first
+                        tail = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT + 1)
+                        db.session.rollback()
+                        if len(tail) <= BATCH_LIMIT:
+                            self._send(sid, tail)
+                            socketio.server.enter_room(sid, ROOM, namespace=NAMESPACE)
+                            return
+                    # A bulk write went by meanwhile: send it outside the lock first.
+            except Exception:
+                log.exception("live feed: %s could not join; closing it to resubscribe", sid)
+                socketio.server.disconnect(sid, namespace=NAMESPACE, ignore_queue=True)
+            finally:
+                db.session.remove()
 
     def _begin(self, sid: str) -> int:
         """Number a new subscription of ``sid`` (under the lock)."""
