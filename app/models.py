@@ -1,4 +1,5 @@
-"""The database models: users, API tokens, the users change log and chat messages."""
+"""The database models: users, login sessions, API tokens, the users change log and chat
+messages."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(10), default="user", server_default="user")
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     version: Mapped[int] = mapped_column(Integer, server_default="1")
-    # Part of the login session's user id: moving it on ends every session made before.
+    # Moving it on ends every login session made before (``LoginSession.epoch``).
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.current_timestamp()
@@ -106,9 +107,14 @@ class User(UserMixin, db.Model):
     def check_password(self, password: str) -> bool:
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
 
+    # The key of the login session this object was loaded for or logged in with
+    # (``app.auth.sessions``); not a column.
+    login_key = None
+
     def get_id(self) -> str:
-        """Flask-Login's session id: the user id and the session epoch."""
-        return f"{self.id}:{self.session_epoch}"
+        """Flask-Login's id, kept in the session and remember-me cookies: the user id and
+        the login session's key."""
+        return f"{self.id}:{self.login_key}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login: inactive users cannot log in
@@ -173,6 +179,19 @@ def user_payload(row: dict[str, Any]) -> dict[str, Any]:
         ts = parse_timestamp(out[field])
         out[field] = ts.isoformat() if ts else None
     return out
+
+
+class LoginSession(db.Model):
+    """One login in a browser, named by its cookies (``User.get_id``). Logging out deletes
+    it; it also ends when its user's ``session_epoch`` moves on, and at ``expires_at``."""
+
+    __tablename__ = "login_sessions"
+
+    key: Mapped[str] = mapped_column(String(43), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class ApiToken(db.Model):

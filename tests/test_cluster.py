@@ -71,14 +71,18 @@ def cluster(server_factory, queue_env):
 
 @ON_POSTGRES
 def test_logout_on_one_process_closes_that_sessions_sockets_on_the_other(cluster, make_user):
+    """Only that session's: the same user's other browser and API token go on."""
     one, two = cluster
-    make_user("carol")
+    carol = make_user("carol")
     dave = make_user("dave")
     http = browser_session(one.url, "carol")
     cookie = http.cookies["session"]
     theirs = [Socket(two.url, "/users", cookie=cookie), Socket(two.url, "/chat", cookie=cookie),
               Socket(one.url, "/users", cookie=cookie)]
-    bystander = Socket(two.url, "/users", token=issue_token(dave))
+    other_browser = browser_session(two.url, "carol")
+    staying = [Socket(two.url, "/users", cookie=other_browser.cookies["session"]),
+               Socket(two.url, "/chat", token=issue_token(carol)),
+               Socket(two.url, "/users", token=issue_token(dave))]
     try:
         page = http.get(f"{one.url}/", timeout=10).text
         assert http.post(f"{one.url}/logout", data={"csrf_token": csrf(page)},
@@ -87,10 +91,14 @@ def test_logout_on_one_process_closes_that_sessions_sockets_on_the_other(cluster
         for sock in theirs:
             assert sock.closed.wait(3), f"{sock.namespace} socket still open after 3 s"
             assert sock.closed_at - logged_out < 3
-        assert bystander.client.connected  # someone else's connection lives on
-        assert bystander.call("latency") == {"ok": True}
+        time.sleep(1.5)  # a sweep (SESSION_SWEEP_SECONDS) has passed on both processes
+        for sock in staying:
+            assert sock.client.connected, f"{sock.namespace} socket closed"
+        assert staying[0].call("latency") == {"ok": True}
+        page = other_browser.get(f"{two.url}/", timeout=10)
+        assert page.status_code == 200 and "/login" not in page.url  # still logged in
     finally:
-        for sock in [*theirs, bystander]:
+        for sock in [*theirs, *staying]:
             sock.close()
 
 

@@ -1,14 +1,18 @@
-"""Login sessions end on logout and on a password change, copied cookies included."""
+"""Login sessions: a logout ends that session, a password change all of them, copied
+cookies included; a session also ends when it expires."""
 
 from __future__ import annotations
 
-from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from datetime import timedelta
 
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
+
+from app.auth.tokens import issue_token
 from app.extensions import db
-from app.models import UserChange
+from app.models import LoginSession, UserChange, utcnow
 from app.users.service import update_user
-from tests.conftest import csrf_token, login
+from tests.conftest import PASSWORD, csrf_token, login
 
 
 def copy_session(source: FlaskClient, target: FlaskClient) -> None:
@@ -32,6 +36,62 @@ def test_a_cookie_copied_before_logout_no_longer_works(app, admin_client, db_url
     assert not logged_in(admin_client)
     # A logout is no change of the user: nothing in the log.
     assert db.session.scalar(select(func.count()).select_from(UserChange)) == changes
+
+
+def log_out(client: FlaskClient) -> None:
+    assert client.post("/logout", data={"csrf_token": csrf_token(client, "/")}
+                       ).status_code == 302
+
+
+def test_logging_out_ends_that_session_only(app, admin_client, admin):
+    """The same user's other browser and API token go on."""
+    laptop = login_as(app, "admin")
+    token = issue_token(admin)
+    log_out(admin_client)
+    assert not logged_in(admin_client)
+    assert logged_in(laptop)
+    assert app.test_client().get("/api/users", headers={
+        "Authorization": f"Bearer {token}"}).status_code == 200
+    log_out(laptop)
+    assert not logged_in(laptop)
+
+
+def test_a_remember_me_cookie_copied_before_logout_no_longer_works(app, admin):
+    browser = app.test_client()
+    browser.post("/login", data={"username": "admin", "password": PASSWORD, "remember": "y",
+                                 "csrf_token": csrf_token(browser, "/login")})
+    remembered = browser.get_cookie("remember_token")
+    assert remembered is not None
+
+    def thief() -> FlaskClient:  # the remember-me cookie alone, as after a browser restart
+        client = app.test_client()
+        client.set_cookie("remember_token", remembered.value)
+        return client
+
+    assert logged_in(thief())
+    log_out(browser)
+    assert not logged_in(thief())
+
+
+def test_a_session_ends_when_it_expires_and_a_login_clears_expired_ones(app, admin_client,
+                                                                        admin):
+    db.session.execute(update(LoginSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert not logged_in(admin_client)
+    assert login(admin_client, "admin").status_code == 302
+    assert logged_in(admin_client)
+    assert db.session.scalar(select(func.count()).select_from(LoginSession)) == 1
+
+
+def test_a_remembered_session_lasts_longer(app, admin):
+    """Without "Remember me" a login lasts PERMANENT_SESSION_LIFETIME, with it
+    REMEMBER_COOKIE_DURATION (Flask's and Flask-Login's defaults: 31 and 365 days)."""
+    login(app.test_client(), "admin")
+    remembered = app.test_client()
+    remembered.post("/login", data={"username": "admin", "password": PASSWORD, "remember": "y",
+                                    "csrf_token": csrf_token(remembered, "/login")})
+    rows = db.session.scalars(select(LoginSession).order_by(LoginSession.expires_at)).all()
+    assert [round((r.expires_at - r.created_at) / timedelta(days=1)) for r in rows] == [31, 365]
 
 
 def test_a_new_password_ends_the_users_sessions(app, bob, user_client, admin):
@@ -59,7 +119,7 @@ def test_changing_ones_own_password_in_the_form_keeps_one_logged_in(app, admin_c
 
 def test_a_malformed_session_id_is_nobody(app, client, admin):
     with client.session_transaction() as session:
-        session["_user_id"] = "1"  # an id without its epoch, or anything else
+        session["_user_id"] = "1"  # an id without its session's key, or anything else
     assert not logged_in(client)
     with client.session_transaction() as session:
         session["_user_id"] = "99999999999999999999:0"
@@ -81,20 +141,31 @@ def login_as(app, username: str) -> FlaskClient:
     return client
 
 
+def session_key(client: FlaskClient) -> str:
+    with client.session_transaction() as session:
+        return session["_user_id"].split(":", 1)[1]
+
+
 def test_sockets_of_an_ended_session_close_at_the_next_sweep(app, bob, admin, user_client,
                                                              sockets):
     """A logout elsewhere (another process: only the database says so) closes the
-    sockets opened with that session; token sockets and other users' stay."""
-    from app.auth.sessions import end_sessions
+    sockets opened with that session; the user's other session, token sockets and other
+    users' stay, until every session of the user ends."""
+    from app.auth.sessions import end_session, end_sessions
     from app.auth.sockets import close_ended_sessions
 
     session_socket = sockets("/users", bob, auth=None, flask_test_client=user_client)
+    other_session = sockets("/users", bob, auth=None, flask_test_client=login_as(app, "bob"))
     token_socket = sockets("/users", bob)
     admins = sockets("/users", admin, auth=None, flask_test_client=login_as(app, "admin"))
     assert session_socket.is_connected("/users")
     assert close_ended_sessions() == 0  # nothing ended yet
     assert session_socket.is_connected("/users")
-    end_sessions(bob.id)
+    end_session(session_key(user_client))
     assert close_ended_sessions() == 1
     assert not session_socket.is_connected("/users")
+    assert other_session.is_connected("/users") and token_socket.is_connected("/users")
+    end_sessions(bob.id)
+    assert close_ended_sessions() == 1
+    assert not other_session.is_connected("/users")
     assert token_socket.is_connected("/users") and admins.is_connected("/users")

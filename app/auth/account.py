@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, url_for
-from flask_login import current_user, login_required, login_user
+from flask_login import current_user, login_required
 from werkzeug.wrappers import Response
 
 from app.auth import bp
 from app.auth.forms import AccountForm, RevokeForm
-from app.auth.sessions import end_sessions
-from app.auth.sockets import disconnect_local
+from app.auth.sessions import end_sessions, start_session
+from app.auth.sockets import disconnect_everywhere
 from app.auth.tokens import revoke_user_tokens
 from app.extensions import db
 from app.live.capture import set_change_context
@@ -54,7 +54,7 @@ def account() -> str | Response | tuple[str, int]:
             field.errors.extend(messages)
         return _page(form, getattr(exc, "status", 409))
     if "password" in changes:
-        login_user(user)  # the new password ended every session; carry on in a new one
+        start_session(user)  # the new password ended every session; carry on in a new one
         flash("Password changed: your other sessions are logged out.", "success")
     if "email" in changes:
         flash(f"Email changed to {user.email}.", "success")
@@ -69,11 +69,11 @@ def revoke_everywhere() -> Response:
         flash("The form was outdated: reload the page and try again.", "error")
         return redirect(url_for("auth.account"))
     user: User = current_user._get_current_object()
-    disconnect_local(user.id)
     end_sessions(user.id)
-    db.session.refresh(user)
-    login_user(user)  # this session goes on under the new epoch
     count = revoke_user_tokens(user)
+    disconnect_everywhere(user.id)  # this page's own sockets too: it reloads
+    db.session.refresh(user)
+    start_session(user)  # this browser carries on in a new session
     flash(f"Your other sessions are logged out and {count} API token"
           f"{'' if count == 1 else 's'} revoked.", "success")
     return redirect(url_for("auth.account"))

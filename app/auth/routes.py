@@ -3,13 +3,13 @@
 from urllib.parse import urlsplit
 
 from flask import flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required, logout_user
 from sqlalchemy import select
 
 from app.auth import bp
 from app.auth.forms import LoginForm
-from app.auth.sessions import end_sessions
-from app.auth.sockets import disconnect_everywhere
+from app.auth.sessions import end_session, session_user, start_session
+from app.auth.sockets import disconnect_session
 from app.extensions import db, login_manager
 from app.inputs import MAX_INT
 from app.models import User
@@ -17,12 +17,11 @@ from app.models import User
 
 @login_manager.user_loader
 def load_user(session_id: str) -> User | None:
-    """The user of a session ``"<id>:<epoch>"``, if that epoch is still the user's."""
-    user_id, _, epoch = session_id.partition(":")
-    if not (user_id.isdigit() and epoch.isdigit()) or int(user_id) > MAX_INT:
+    """The user of a login session ``"<user id>:<key>"`` that has not ended."""
+    user_id, _, key = session_id.partition(":")
+    if not (user_id.isdigit() and key) or int(user_id) > MAX_INT:
         return None
-    user = db.session.get(User, int(user_id))
-    return user if user is not None and user.session_epoch == int(epoch) else None
+    return session_user(int(user_id), key)
 
 
 @bp.before_app_request
@@ -48,7 +47,7 @@ def login():
         elif not user.is_active:
             form.username.errors.append("This account is deactivated.")
         else:
-            login_user(user, remember=form.remember.data)
+            start_session(user, remember=form.remember.data)
             flash(f"Welcome, {user.username}.", "success")
             return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", form=form), 400 if form.errors else 200
@@ -57,11 +56,12 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
-    """Log out (a POST with CSRF): every session of this user ends (a copied cookie too)
-    and its open connections close, on every process (through the message queue).
-    """
-    disconnect_everywhere(current_user.id)
-    end_sessions(current_user.id)
+    """Log out (a POST with CSRF): this login session ends (a copied cookie too) and the
+    connections opened with it close, on every process. The user's other sessions and
+    API tokens go on (``/account`` ends them)."""
+    key = current_user.login_key
+    end_session(key)
+    disconnect_session(key)
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

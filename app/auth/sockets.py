@@ -7,9 +7,9 @@ from typing import Any
 from flask import current_app, session
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
+from app.auth.sessions import live_keys
 from app.auth.tokens import TokenHolder, user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
 from app.cluster import ClusterManager, current_cluster
@@ -28,10 +28,9 @@ def user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def session_room(user_id: int, epoch: int) -> str:
-    """The room of the sockets opened with a login session of ``user_id`` made at
-    ``epoch`` (its ``session_epoch`` then; logging out moves it on)."""
-    return f"{SESSION_ROOM}{user_id}:{epoch}"
+def session_room(key: str) -> str:
+    """The room of the sockets opened with login session ``key``, in every namespace."""
+    return f"{SESSION_ROOM}{key}"
 
 
 def authenticate(auth: Any) -> User | TokenHolder:
@@ -46,7 +45,7 @@ def authenticate(auth: Any) -> User | TokenHolder:
     try:
         if current_user.is_authenticated and current_user.is_active:
             user = current_user._get_current_object()
-            join_room(session_room(user.id, user.session_epoch))
+            join_room(session_room(user.login_key))
         elif isinstance(auth, dict):
             user = user_for_token(auth.get("token"))
     except DBAPIError:
@@ -78,14 +77,21 @@ def online_user_ids() -> set[int]:
     return ids | set(hub.bridges) if hub is not None else ids
 
 
+def _disconnect_room(room: str) -> int:
+    """Close this process's Socket.IO connections in ``room``, every namespace."""
+    manager = socketio.server.manager
+    closed = 0
+    for namespace in NAMESPACES:
+        for sid, _ in list(manager.get_participants(namespace, room)):
+            socketio.server.disconnect(sid, namespace=namespace, ignore_queue=True)
+            closed += 1
+    return closed
+
+
 def disconnect_local(user_id: int) -> None:
     """Close every connection of ``user_id`` in this process: Socket.IO, every namespace,
     and the plain WebSockets of the chat bridge."""
-    manager = socketio.server.manager
-    for namespace in NAMESPACES:
-        sids = [sid for sid, _ in manager.get_participants(namespace, user_room(user_id))]
-        for sid in sids:
-            socketio.server.disconnect(sid, namespace=namespace, ignore_queue=True)
+    _disconnect_room(user_room(user_id))
     close_user_bridges(user_id)
 
 
@@ -101,39 +107,39 @@ def disconnect_everywhere(user_id: int) -> None:
         cluster.notify("disconnect_user", user_id=user_id)
 
 
-def close_ended_sessions() -> int:
-    """Close this process's sockets whose login session has ended (its user's
-    ``session_epoch`` moved on, on any process); returns how many.
+def disconnect_session(key: str) -> None:
+    """Close the connections opened with login session ``key`` (a logout) on every
+    process: here at once, on the others through the message queue.
 
-    The message queue closes them at once (``disconnect_everywhere``); this sweep, run
-    by the live feed every ``SESSION_SWEEP_SECONDS``, reads the database instead, so a
-    logout on another process also closes them while the queue is down.
+    While Redis is down the notice is lost: the other processes close them at their
+    next ``close_ended_sessions`` instead.
     """
-    manager = socketio.server.manager
-    rooms = {(namespace, room) for namespace in NAMESPACES
-             for room in list(manager.rooms.get(namespace, {}))
-             if isinstance(room, str) and room.startswith(SESSION_ROOM)}
-    if not rooms:
+    _disconnect_room(session_room(key))
+    if (cluster := current_cluster()) is not None:
+        cluster.notify("disconnect_session", key=key)
+
+
+def close_ended_sessions() -> int:
+    """Close this process's sockets whose login session has ended, on any process (a
+    logout, or its user's ``session_epoch`` moved on); returns how many.
+
+    The message queue closes them at once (``disconnect_session``,
+    ``disconnect_everywhere``); this sweep, run by the live feed every
+    ``SESSION_SWEEP_SECONDS``, reads the database instead, so a logout on another
+    process also closes them while the queue is down.
+    """
+    keys = {room.removeprefix(SESSION_ROOM) for namespace in NAMESPACES
+            for room in list(socketio.server.manager.rooms.get(namespace, {}))
+            if isinstance(room, str) and room.startswith(SESSION_ROOM)}
+    if not keys:
         return 0
-    opened = {room: tuple(map(int, room.removeprefix(SESSION_ROOM).split(":")))
-              for _, room in rooms}
-    ids = sorted({user_id for user_id, _ in opened.values()})
-    epochs: dict[int, int] = {}
-    for start in range(0, len(ids), 500):
-        epochs.update(db.session.execute(select(User.id, User.session_epoch).where(
-            User.id.in_(ids[start:start + 500]))).tuples().all())
+    ended = keys - live_keys(keys)
     db.session.rollback()  # end the read before any I/O towards the clients
-    closed = 0
-    for namespace, room in rooms:
-        user_id, epoch = opened[room]
-        if epochs.get(user_id) == epoch:
-            continue
-        for sid, _ in list(manager.get_participants(namespace, room)):
-            socketio.server.disconnect(sid, namespace=namespace, ignore_queue=True)
-            closed += 1
-    return closed
+    return sum(_disconnect_room(session_room(key)) for key in ended)
 
 
 def listen_for_disconnects(cluster: ClusterManager) -> None:
-    """Handle other processes' ``disconnect_everywhere``."""
+    """Handle other processes' ``disconnect_everywhere`` and ``disconnect_session``."""
     cluster.on("disconnect_user", lambda notice: disconnect_local(int(notice["user_id"])))
+    cluster.on("disconnect_session", lambda notice: _disconnect_room(
+        session_room(str(notice["key"]))))

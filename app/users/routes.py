@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user
+from flask_login import current_user, login_required
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from app.auth.sessions import start_session
 from app.extensions import db
 from app.live.capture import set_change_context
 from app.live.changelog import current_cursor
@@ -106,6 +107,7 @@ def edit(id: int) -> str | Response | tuple[str, int]:
     if not form.validate():
         return render_template("users/form.html", form=form, user=user), 400
     set_change_context(current_user.username, "ui")
+    epoch = user.session_epoch
     try:
         update_user(user, form.service_data(), int(form.version.data))
     except StaleVersionError as exc:
@@ -124,8 +126,8 @@ def edit(id: int) -> str | Response | tuple[str, int]:
         db.session.rollback()
         form.add_service_errors(exc.errors)
         return render_template("users/form.html", form=form, user=user), exc.status
-    if user.id == current_user.id:
-        login_user(user)  # a new password ended this session too: carry on in a new one
+    if user.id == current_user.id and user.session_epoch != epoch:
+        start_session(user)  # a new password ended this session too: carry on in a new one
     flash(f"User {user.username} saved.", "success")
     return redirect(url_for("users.index"))
 
