@@ -182,12 +182,13 @@ def user_payload(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class LoginSession(db.Model):
-    """One login in a browser, named by its cookies (``User.get_id``). Logging out deletes
-    it; it also ends when its user's ``session_epoch`` moves on, and at ``expires_at``."""
+    """One login in a browser, named by its cookies (``User.get_id``); only the SHA-256
+    of its key is stored. Logging out deletes it; it also ends when its user's
+    ``session_epoch`` moves on, and at ``expires_at``."""
 
     __tablename__ = "login_sessions"
 
-    key: Mapped[str] = mapped_column(String(43), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     epoch: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -24,7 +24,7 @@ from config import database_url
 from tests.conftest import ROOT
 
 TABLES = {"users", "api_tokens", "user_changes", "change_context", "live_state", "chat_messages",
-          "user_counts", "change_minutes"}
+          "user_counts", "change_minutes", "login_sessions"}
 # Indexes on expressions (lower(username)...): Alembic cannot compare them on SQLite
 # (neither side reflects) and misreads PostgreSQL's rendering of them, so
 # ``expression_index_drift`` compares them exactly instead.

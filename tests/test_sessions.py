@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
+from app.auth.sessions import digest
 from app.auth.tokens import issue_token
 from app.extensions import db
-from app.models import LoginSession, UserChange, utcnow
-from app.users.service import update_user
+from app.models import LoginSession, User, UserChange, utcnow
+from app.users.bulk import bulk_action
+from app.users.history import revert
+from app.users.service import delete_user, update_user
 from tests.conftest import PASSWORD, csrf_token, login
 
 
@@ -169,3 +172,118 @@ def test_sockets_of_an_ended_session_close_at_the_next_sweep(app, bob, admin, us
     assert close_ended_sessions() == 1
     assert not other_session.is_connected("/users")
     assert token_socket.is_connected("/users") and admins.is_connected("/users")
+
+
+def api_answers(app, token: str) -> bool:
+    return app.test_client().get("/api/users", headers={
+        "Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def change_own_password(browser: FlaskClient, user: User) -> None:
+    answer = browser.post("/account", data={
+        "csrf_token": csrf_token(browser, "/account"), "email": user.email,
+        "new_password": "another-long-password", "current_password": PASSWORD})
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:400]
+
+
+def test_a_new_password_on_the_account_page_ends_the_other_sessions_only(app, user_client,
+                                                                         bob):
+    other, copied = login_as(app, "bob"), app.test_client()
+    copy_session(user_client, copied)
+    token = issue_token(bob)
+    change_own_password(user_client, bob)
+    assert logged_in(user_client)
+    assert not logged_in(other) and not logged_in(copied)
+    assert api_answers(app, token)
+    assert db.session.scalar(select(func.count()).select_from(LoginSession)) == 1
+
+
+def test_log_out_everywhere_else_ends_the_other_sessions_and_tokens(app, user_client, bob):
+    other, copied = login_as(app, "bob"), app.test_client()
+    copy_session(user_client, copied)
+    token = issue_token(bob)
+    assert user_client.post("/account/revoke", data={
+        "csrf_token": csrf_token(user_client, "/account")}).status_code == 302
+    assert logged_in(user_client)
+    assert not logged_in(other) and not logged_in(copied)
+    assert not api_answers(app, token)
+
+
+def test_remember_me_outlives_a_change_of_ones_own_password(app, bob):
+    browser = app.test_client()
+    browser.post("/login", data={"username": "bob", "password": PASSWORD, "remember": "y",
+                                 "csrf_token": csrf_token(browser, "/login")})
+    change_own_password(browser, bob)
+    restarted = app.test_client()  # after a browser restart only this cookie is left
+    restarted.set_cookie("remember_token", browser.get_cookie("remember_token").value)
+    assert logged_in(restarted)
+
+
+def test_a_deleted_then_restored_user_gets_no_old_session_back(app, admin, bob, user_client):
+    copied = app.test_client()
+    copy_session(user_client, copied)
+    created = db.session.scalar(select(UserChange.cursor).where(UserChange.user_id == bob.id)
+                                .order_by(UserChange.cursor))
+    bob_id = bob.id
+    delete_user(bob)
+    assert not db.session.scalars(select(LoginSession).filter_by(user_id=bob_id)).all()
+    revert(bob_id, created)
+    assert db.session.get(User, bob_id) is not None
+    assert not logged_in(copied) and not logged_in(user_client)
+
+
+def test_a_bulk_deactivation_ends_sessions_for_good(app, admin, bob, user_client):
+    bulk_action([bob.id], "deactivate")
+    bulk_action([bob.id], "activate")
+    assert not logged_in(user_client)
+
+
+def test_deactivating_oneself_on_the_edit_page_leaves_no_session_to_come_back(
+        app, admin_client, admin, make_user):
+    make_user("admin2", role="admin")
+    page = f"/users/{admin.id}/edit"
+    answer = admin_client.post(page, data={
+        "csrf_token": csrf_token(admin_client, page), "username": "admin",
+        "email": admin.email, "role": "admin", "version": str(admin.version)})  # no "active"
+    assert answer.status_code == 302, answer.get_data(as_text=True)[:500]
+    assert not logged_in(admin_client)
+    db.session.refresh(admin)
+    update_user(admin, {"active": True}, admin.version)
+    assert not logged_in(admin_client)
+
+
+def test_a_login_racing_a_password_change_keeps_the_changers_session(app, bob, monkeypatch):
+    """Browser B logs in with the old password while browser A changes it (committed while
+    B checks the password): B's session is dead on arrival, A's new one lives on."""
+    a, b = app.test_client(), app.test_client()
+    check = User.check_password
+
+    def password_changes_meanwhile(user: User, password: str) -> bool:
+        right = check(user, password)
+        with db.engine.begin() as conn:  # what A's password change commits meanwhile
+            conn.execute(update(User.__table__).where(User.id == bob.id)
+                         .values(session_epoch=User.session_epoch + 1))
+            epoch = conn.scalar(select(User.session_epoch).where(User.id == bob.id))
+            now = utcnow()
+            conn.execute(insert(LoginSession.__table__).values(
+                key_hash=digest("A" * 43), user_id=bob.id, epoch=epoch, created_at=now,
+                expires_at=now + timedelta(days=1)))
+        return right
+
+    with a.session_transaction() as session:
+        session["_user_id"] = f"{bob.id}:{'A' * 43}"
+    monkeypatch.setattr(User, "check_password", password_changes_meanwhile)
+    assert login(b, "bob").status_code == 302
+    monkeypatch.undo()
+    assert not logged_in(b)
+    assert logged_in(a)
+
+
+def test_expired_sessions_are_pruned(app, admin_client, bob, user_client):
+    from app.auth.sessions import prune_sessions
+
+    db.session.execute(update(LoginSession).where(LoginSession.user_id == bob.id)
+                       .values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert prune_sessions() == 1
+    assert not logged_in(user_client) and logged_in(admin_client)

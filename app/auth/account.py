@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from app.auth import bp
 from app.auth.forms import AccountForm, RevokeForm
-from app.auth.sessions import end_sessions, start_session
+from app.auth.sessions import end_sessions, remembered, start_session
 from app.auth.sockets import disconnect_everywhere
 from app.auth.tokens import revoke_user_tokens
 from app.extensions import db
@@ -54,7 +54,8 @@ def account() -> str | Response | tuple[str, int]:
             field.errors.extend(messages)
         return _page(form, getattr(exc, "status", 409))
     if "password" in changes:
-        start_session(user)  # the new password ended every session; carry on in a new one
+        # The new password ended every session: this browser carries on in a new one.
+        start_session(user, remember=remembered())
         flash("Password changed: your other sessions are logged out.", "success")
     if "email" in changes:
         flash(f"Email changed to {user.email}.", "success")
@@ -73,7 +74,7 @@ def revoke_everywhere() -> Response:
     count = revoke_user_tokens(user)
     disconnect_everywhere(user.id)  # this page's own sockets too: it reloads
     db.session.refresh(user)
-    start_session(user)  # this browser carries on in a new session
+    start_session(user, remember=remembered())  # this browser carries on in a new session
     flash(f"Your other sessions are logged out and {count} API token"
           f"{'' if count == 1 else 's'} revoked.", "success")
     return redirect(url_for("auth.account"))

@@ -1,5 +1,6 @@
 """Login sessions: one ``LoginSession`` row per login in a browser, named by its session
-and remember-me cookies (``User.get_id``: the user id and the row's random key).
+and remember-me cookies (``User.get_id``: the user id and a random key, of which the
+database, the sockets' rooms and the message queue only ever see the SHA-256).
 
 Logging out deletes the row: that session ends, a copied cookie too, while the user's
 other sessions and API tokens go on. Moving the user's ``session_epoch`` on (a new
@@ -10,58 +11,79 @@ lasts at most ``PERMANENT_SESSION_LIFETIME`` (``REMEMBER_COOKIE_DURATION`` with
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, request
 from flask_login import login_user
-from flask_login.config import COOKIE_DURATION
-from sqlalchemy import and_, delete, or_, select, update
+from flask_login.config import COOKIE_DURATION, COOKIE_NAME
+from sqlalchemy import delete, or_, select, update
 
 from app.extensions import db
 from app.models import LoginSession, User, utcnow
 
-# Keys looked up in one query by the sockets' sweep.
+# Digests looked up in one query by the sockets' sweep.
 LOOKUP_BATCH = 500
 
 
-def start_session(user: User, remember: bool = False) -> None:
-    """Log ``user`` in, in a new login session; commits. Deletes the expired sessions
-    and the user's ended ones on the way."""
-    config = current_app.config
-    lifetime: timedelta = (config.get("REMEMBER_COOKIE_DURATION", COOKIE_DURATION)
-                           if remember else config["PERMANENT_SESSION_LIFETIME"])
+def digest(key: str) -> str:
+    """What is stored and shown of a login session's key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def remembered() -> bool:
+    """Whether this request's browser was logged in with "Remember me"."""
+    return current_app.config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME) in request.cookies
+
+
+def _lifetime(remember: bool) -> timedelta:
+    if not remember:
+        return current_app.permanent_session_lifetime
+    duration = current_app.config.get("REMEMBER_COOKIE_DURATION", COOKIE_DURATION)
+    return duration if isinstance(duration, timedelta) else timedelta(seconds=duration)
+
+
+def start_session(user: User, remember: bool = False) -> bool:
+    """Log ``user`` in, in a new login session; commits. False (nothing written) for an
+    inactive user. Deletes the user's expired and ended sessions on the way, as the
+    database has them: a password changed meanwhile keeps its new session."""
+    if not user.is_active:
+        return False
+    lifetime = _lifetime(remember)
     now = utcnow()
-    db.session.execute(delete(LoginSession).where(or_(
-        LoginSession.expires_at <= now,
-        and_(LoginSession.user_id == user.id, LoginSession.epoch != user.session_epoch))))
-    user.login_key = secrets.token_urlsafe(32)
-    db.session.add(LoginSession(key=user.login_key, user_id=user.id, epoch=user.session_epoch,
+    epoch_now = select(User.session_epoch).where(User.id == user.id).scalar_subquery()
+    db.session.execute(delete(LoginSession).where(
+        LoginSession.user_id == user.id,
+        or_(LoginSession.expires_at <= now, LoginSession.epoch != epoch_now)))
+    key = secrets.token_urlsafe(32)
+    db.session.add(LoginSession(key_hash=digest(key), user_id=user.id, epoch=user.session_epoch,
                                 created_at=now, expires_at=now + lifetime))
     db.session.commit()
-    login_user(user, remember=remember, duration=lifetime)
+    user.login_key = key
+    return login_user(user, remember=remember, duration=lifetime)
 
 
 def session_user(user_id: int, key: str) -> User | None:
     """The user of login session ``key``, if it has not ended."""
     user = db.session.scalar(
         select(User).join(LoginSession, LoginSession.user_id == User.id)
-        .where(LoginSession.key == key, User.id == user_id,
+        .where(LoginSession.key_hash == digest(key), User.id == user_id,
                LoginSession.epoch == User.session_epoch, LoginSession.expires_at > utcnow()))
     if user is not None:
         user.login_key = key
     return user
 
 
-def live_keys(keys: Iterable[str]) -> set[str]:
-    """Which of ``keys`` name login sessions that have not ended."""
-    keys = sorted(set(keys))
+def live_digests(digests: Iterable[str]) -> set[str]:
+    """Which of ``digests`` name login sessions that have not ended."""
+    digests = sorted(set(digests))
     live: set[str] = set()
-    for start in range(0, len(keys), LOOKUP_BATCH):
+    for start in range(0, len(digests), LOOKUP_BATCH):
         live.update(db.session.scalars(
-            select(LoginSession.key).join(User, LoginSession.user_id == User.id)
-            .where(LoginSession.key.in_(keys[start:start + LOOKUP_BATCH]),
+            select(LoginSession.key_hash).join(User, LoginSession.user_id == User.id)
+            .where(LoginSession.key_hash.in_(digests[start:start + LOOKUP_BATCH]),
                    LoginSession.epoch == User.session_epoch,
                    LoginSession.expires_at > utcnow())))
     return live
@@ -69,7 +91,7 @@ def live_keys(keys: Iterable[str]) -> set[str]:
 
 def end_session(key: str) -> None:
     """End login session ``key`` (a logout); commits."""
-    db.session.execute(delete(LoginSession).where(LoginSession.key == key))
+    db.session.execute(delete(LoginSession).where(LoginSession.key_hash == digest(key)))
     db.session.commit()
 
 
@@ -86,3 +108,12 @@ def end_sessions(user_id: int) -> None:
     )
     db.session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
     db.session.commit()
+
+
+def prune_sessions() -> int:
+    """Delete the expired login sessions of every user; commits; returns how many.
+    (A login deletes its own user's; this catches the users who never log in again.)"""
+    count = db.session.execute(
+        delete(LoginSession).where(LoginSession.expires_at <= utcnow())).rowcount
+    db.session.commit()
+    return count

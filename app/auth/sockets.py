@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 from sqlalchemy.exc import DBAPIError
 
-from app.auth.sessions import live_keys
+from app.auth.sessions import digest, live_digests
 from app.auth.tokens import TokenHolder, user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
 from app.cluster import ClusterManager, current_cluster
@@ -28,9 +28,10 @@ def user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-def session_room(key: str) -> str:
-    """The room of the sockets opened with login session ``key``, in every namespace."""
-    return f"{SESSION_ROOM}{key}"
+def session_room(key_hash: str) -> str:
+    """The room of the sockets opened with the login session whose key has SHA-256
+    ``key_hash`` (``app.auth.sessions.digest``), in every namespace."""
+    return f"{SESSION_ROOM}{key_hash}"
 
 
 def authenticate(auth: Any) -> User | TokenHolder:
@@ -45,7 +46,7 @@ def authenticate(auth: Any) -> User | TokenHolder:
     try:
         if current_user.is_authenticated and current_user.is_active:
             user = current_user._get_current_object()
-            join_room(session_room(user.login_key))
+            join_room(session_room(digest(user.login_key)))
         elif isinstance(auth, dict):
             user = user_for_token(auth.get("token"))
     except DBAPIError:
@@ -114,9 +115,10 @@ def disconnect_session(key: str) -> None:
     While Redis is down the notice is lost: the other processes close them at their
     next ``close_ended_sessions`` instead.
     """
-    _disconnect_room(session_room(key))
+    key_hash = digest(key)
+    _disconnect_room(session_room(key_hash))
     if (cluster := current_cluster()) is not None:
-        cluster.notify("disconnect_session", key=key)
+        cluster.notify("disconnect_session", key_hash=key_hash)
 
 
 def close_ended_sessions() -> int:
@@ -128,18 +130,18 @@ def close_ended_sessions() -> int:
     ``SESSION_SWEEP_SECONDS``, reads the database instead, so a logout on another
     process also closes them while the queue is down.
     """
-    keys = {room.removeprefix(SESSION_ROOM) for namespace in NAMESPACES
-            for room in list(socketio.server.manager.rooms.get(namespace, {}))
-            if isinstance(room, str) and room.startswith(SESSION_ROOM)}
-    if not keys:
+    opened = {room.removeprefix(SESSION_ROOM) for namespace in NAMESPACES
+              for room in list(socketio.server.manager.rooms.get(namespace, {}))
+              if isinstance(room, str) and room.startswith(SESSION_ROOM)}
+    if not opened:
         return 0
-    ended = keys - live_keys(keys)
+    ended = opened - live_digests(opened)
     db.session.rollback()  # end the read before any I/O towards the clients
-    return sum(_disconnect_room(session_room(key)) for key in ended)
+    return sum(_disconnect_room(session_room(key_hash)) for key_hash in ended)
 
 
 def listen_for_disconnects(cluster: ClusterManager) -> None:
     """Handle other processes' ``disconnect_everywhere`` and ``disconnect_session``."""
     cluster.on("disconnect_user", lambda notice: disconnect_local(int(notice["user_id"])))
     cluster.on("disconnect_session", lambda notice: _disconnect_room(
-        session_room(str(notice["key"]))))
+        session_room(str(notice["key_hash"]))))

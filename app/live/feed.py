@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask, has_app_context
 from sqlalchemy.exc import DBAPIError
 
+from app.auth.sessions import prune_sessions
 from app.auth.sockets import close_ended_sessions, disconnect_local, online_user_ids, user_room
 from app.extensions import db, socketio
 from app.live.changelog import (
@@ -178,6 +179,8 @@ class Feed:
         pruned = prune(timedelta(seconds=config["LIVE_RETENTION_SECONDS"]))
         if pruned:
             log.info("live feed: pruned %d changes", pruned)
+        if expired := prune_sessions():
+            log.info("live feed: deleted %d expired login sessions", expired)
 
     # --- emitting ------------------------------------------------------------------------
 

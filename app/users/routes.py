@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from app.auth.sessions import start_session
+from app.auth.sessions import remembered, start_session
 from app.extensions import db
 from app.live.capture import set_change_context
 from app.live.changelog import current_cursor
@@ -127,7 +127,9 @@ def edit(id: int) -> str | Response | tuple[str, int]:
         form.add_service_errors(exc.errors)
         return render_template("users/form.html", form=form, user=user), exc.status
     if user.id == current_user.id and user.session_epoch != epoch:
-        start_session(user)  # a new password ended this session too: carry on in a new one
+        # A new password ended this session too: carry on in a new one (start_session
+        # refuses after one's own deactivation).
+        start_session(user, remember=remembered())
     flash(f"User {user.username} saved.", "success")
     return redirect(url_for("users.index"))
 

@@ -20,13 +20,13 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "login_sessions",
-        sa.Column("key", sa.String(length=43), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("key"),
+        sa.PrimaryKeyConstraint("key_hash"),
     )
     op.create_index("ix_login_sessions_user_id", "login_sessions", ["user_id"])
     op.create_index("ix_login_sessions_expires_at", "login_sessions", ["expires_at"])
