@@ -140,6 +140,9 @@ class User(UserMixin, db.Model):
 # ascii_lower.
 for _field in ("role", "active", "version", "created_at", "updated_at"):
     Index(f"ix_users_{_field}_id", User.__table__.c[_field], User.id)
+# A username is taken in any case (0012): concurrent creates of "Ann" and "ann" cannot
+# both commit. Emails are stored lower-case, so their plain unique constraint does it.
+Index("uq_users_username_folded", ascii_order(User.__table__.c.username), unique=True)
 for _field in ("username", "email"):
     # The column itself too, on PostgreSQL: deep pages then walk the index alone (0007).
     Index(f"ix_users_lower_{_field}_id", ascii_order(User.__table__.c[_field]), User.id,

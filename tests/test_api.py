@@ -79,7 +79,8 @@ def test_create_reports_every_missing_field(client: FlaskClient, admin_auth):
     assert user_count() == 1
 
 
-@pytest.mark.parametrize("body", ["[]", '"dave"', "null", "42", "{", "{'a': 1}", ""])
+@pytest.mark.parametrize("body", ["[]", '"dave"', "null", "42", "{", "{'a': 1}", "",
+                                  '{"username": ' + "[" * 5000 + "]" * 5000 + "}"])
 def test_create_needs_a_json_object(client: FlaskClient, admin_auth, body):
     response = client.post(
         "/api/users", headers=admin_auth, data=body, content_type="application/json"
@@ -113,6 +114,35 @@ def test_create_duplicate_is_409(client: FlaskClient, admin_auth, changes, field
     assert response.status_code == 409
     assert response.get_json()["errors"][field]
     assert user_count() == 1
+
+
+@pytest.mark.parametrize("username", ["dave\n", "dave\r", "\ndave", "d" * 32 + "\n"])
+def test_a_username_is_checked_whole(client: FlaskClient, admin_auth, make_user, username):
+    """No trailing newline slips past the rule (nor a name one character too long)."""
+    response = client.post("/api/users", headers=admin_auth, json={**NEW_USER,
+                                                                   "username": username})
+    assert response.status_code == 400 and response.get_json()["errors"]["username"]
+    assert user_count() == 1
+    bob = make_user("bob")
+    response = client.patch(f"/api/users/{bob.id}", headers=admin_auth,
+                            json={"version": bob.version, "username": username})
+    assert response.status_code == 400 and response.get_json()["errors"]["username"]
+
+
+def test_a_name_taken_in_another_case_meanwhile_is_409(client: FlaskClient, admin_auth,
+                                                       make_user, monkeypatch):
+    """Two writers both pass the app's check before either commits: the database's index
+    on the folded username refuses the second, a 409 like any other duplicate."""
+    monkeypatch.setattr("app.users.service._check_unique", lambda *args, **kwargs: None)
+    response = client.post("/api/users", headers=admin_auth, json={**NEW_USER,
+                                                                   "username": "ADMIN"})
+    assert response.status_code == 409 and response.get_json()["errors"]["username"]
+    assert user_count() == 1
+    bob = make_user("bob")
+    response = client.patch(f"/api/users/{bob.id}", headers=admin_auth,
+                            json={"version": bob.version, "username": "Admin"})
+    assert response.status_code == 409 and response.get_json()["errors"]["username"]
+    assert client.get(f"/api/users/{bob.id}", headers=admin_auth).get_json()["username"] == "bob"
 
 
 # --- read, change, delete ---------------------------------------------------------------

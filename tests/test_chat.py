@@ -145,6 +145,8 @@ def test_same_client_id_is_stored_and_delivered_once(connect):
     ("join", {}, "room must be a string"),
     ("join", {"room": "no spaces"}, "bad room name"),
     ("join", {"room": "x" * 33}, "bad room name"),
+    ("join", {"room": "lobby\n"}, "bad room name"),
+    ("join", {"room": "user-1\n"}, "bad room name"),
     ("join", {"room": "user-999"}, "another user's private room"),
     ("join", {"room": "user:999"}, "another user's private room"),
     ("message", ["lobby", "hi"], "payload must be an object"),

@@ -81,6 +81,7 @@ def test_create_admin(runner):
         ("newbie", "new@example.com", "short", "password"),
         ("x", "new@example.com", PASSWORD, "username"),
         ("has space", "new@example.com", PASSWORD, "username"),
+        ("newline\n", "new@example.com", PASSWORD, "username"),
     ],
 )
 def test_create_refuses_bad_input(runner, admin, name, email, password, reason):

@@ -51,6 +51,8 @@ def test_websocket_and_socketio_clients_talk_together(app, live_server, ws_url):
 
         ws.send("not json")
         assert "JSON objects" in receive(ws)["error"]
+        ws.send('{"text": ' + "[" * 5000 + "]" * 5000 + "}")  # nested past the parser's depth
+        assert "JSON objects" in receive(ws)["error"]
         ws.send(json.dumps({"text": ""}))
         assert "non-empty" in receive(ws)["error"]
         history = sio.call("history", {"room": "lobby"})["messages"]

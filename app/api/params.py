@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import current_app, request
 
 from app.api.errors import ApiError, bad_request
+from app.realtime import safe_json
 from app.users.listing import Listing, ListingError
 
 
@@ -16,8 +16,8 @@ def json_object() -> dict[str, Any]:
     if not request.is_json:
         raise ApiError(415, "the body must be JSON, sent with Content-Type: application/json")
     try:
-        data = json.loads(request.get_data())
-    except ValueError:
+        data = safe_json.loads(request.get_data())
+    except ValueError:  # TooDeep too
         raise bad_request({"_schema": ["The body is not valid JSON."]}) from None
     if not isinstance(data, dict):
         raise bad_request({"_schema": ["The body must be a JSON object."]})

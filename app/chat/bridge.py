@@ -15,7 +15,6 @@ Nothing here imports ``app.auth.sockets`` (which imports ``app.chat.hub``).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -29,6 +28,7 @@ from app.chat.relay import chat_relay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
 from app.models import User
+from app.realtime import safe_json
 
 log = logging.getLogger("app.realtime")
 
@@ -76,7 +76,7 @@ def serve(room: str) -> Response:
                 break
             answer = handle_frame(frame, me, room, bucket)
             if answer is not None:
-                bridge.send(json.dumps(answer))
+                bridge.send(safe_json.dumps(answer))
     except AccountGone:
         bridge.close(POLICY_VIOLATION, ACCOUNT_GONE, error=ACCOUNT_GONE)
     except OSError:
@@ -106,7 +106,7 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
         if not still_active(me["id"]):
             raise AccountGone
         try:
-            data = payload(json.loads(frame))
+            data = payload(safe_json.loads(frame))
         except (TypeError, ValueError):
             raise ClientError("frames must be JSON objects like {\"text\": \"hi\"}") from None
         text, cid = message_text(data.get("text")), client_id(data.get("id"))

@@ -8,10 +8,10 @@ from typing import Any
 from app.realtime import ratelimit
 from app.realtime.errors import ClientError
 
-ROOM_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # whole names: fullmatch
 # "user-<id>" is the private room of user <id>; "user:<id>" is the room every socket of
 # that user is in (private messages go there), so it is never joinable at all.
-PRIVATE_ROOM_RE = re.compile(r"^user[-:](\d+)$")
+PRIVATE_ROOM_RE = re.compile(r"user[-:](\d+)")
 MAX_TEXT = 4000
 MAX_CLIENT_ID = 64
 HISTORY_SIZE = 50
@@ -28,10 +28,10 @@ def room_name(value: Any, user_id: int) -> str:
     """A room the user may join: the name rules, and nobody else's private room."""
     if not isinstance(value, str):
         raise ClientError("room must be a string")
-    private = PRIVATE_ROOM_RE.match(value)
+    private = PRIVATE_ROOM_RE.fullmatch(value)
     if private and int(private.group(1)) != user_id:
         raise ClientError("you cannot join another user's private room")
-    if not ROOM_RE.match(value):
+    if not ROOM_RE.fullmatch(value):
         raise ClientError("bad room name: 1 to 32 letters, digits, '_' or '-'")
     return value
 

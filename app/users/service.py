@@ -19,7 +19,7 @@ from app.inputs import MAX_INT
 from app.live.capture import core_writes
 from app.models import ROLES, USER_FIELDS, User, hash_password, user_payload, utcnow
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")  # the whole name: fullmatch
 EDITABLE = ("username", "email", "password", "role", "active")
 
 
@@ -115,7 +115,7 @@ def validate(data: dict[str, Any], *, partial: bool = False) -> dict[str, Any]:
             errors.setdefault(field, []).append("This field is required.")
 
     if "username" in data and field_ok(errors, "username", data["username"], str):
-        if not USERNAME_RE.match(data["username"]):
+        if not USERNAME_RE.fullmatch(data["username"]):
             errors["username"] = ["3 to 32 letters, digits, '_', '.' or '-'."]
         else:
             clean["username"] = data["username"]
@@ -214,10 +214,13 @@ def change_user(user_id: int, data: dict[str, Any], expected_version: int | None
                                       compare=not always and "password" not in clean,
                                       deactivates=clean.get("active") is False)
         params = {f"new_{f}": v for f, v in values.items()}
-        with core_writes():
-            row = db.session.connection().execute(statement, {
-                **params, "user_id": user_id, "expected": expected_version, "now": utcnow()
-            }).first()
+        try:
+            with core_writes():
+                row = db.session.connection().execute(statement, {
+                    **params, "user_id": user_id, "expected": expected_version,
+                    "now": utcnow()}).first()
+        except IntegrityError as exc:  # a concurrent writer took the name or email
+            raise _duplicate(exc) from None
     if row is None:  # moved on, gone, or nothing to change
         return _stored(user_id, expected_version).to_dict()
     _commit()
@@ -349,7 +352,12 @@ def _commit() -> None:
     try:
         db.session.commit()
     except IntegrityError as exc:
-        db.session.rollback()
-        message = str(exc.orig).lower()
-        field = "email" if "email" in message else "username"
-        raise DuplicateError({field: [f"This {field} is already taken."]}) from None
+        raise _duplicate(exc) from None
+
+
+def _duplicate(exc: IntegrityError) -> DuplicateError:
+    """The DuplicateError of a unique constraint's refusal (after a rollback): the
+    constraints and indexes on usernames and emails are named for their column."""
+    db.session.rollback()
+    field = "email" if "email" in str(exc.orig).lower() else "username"
+    return DuplicateError({field: [f"This {field} is already taken."]})
