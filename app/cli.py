@@ -32,6 +32,7 @@ from app.users.service import (
     create_user,
     delete_user,
     update_user,
+    user_named,
 )
 
 CREDENTIALS_FILE = "demo_credentials.txt"
@@ -81,7 +82,7 @@ def _cli_context() -> None:
 
 
 def _user(name: str) -> User:
-    user = db.session.scalar(select(User).filter_by(username=name))
+    user = user_named(name)
     if user is None:
         raise CliError(f"no user named {name!r}")
     return user

@@ -36,6 +36,14 @@ def test_basic_credentials_give_a_working_token(client: FlaskClient, admin: User
     assert db.session.scalar(select(ApiToken.token_hash)) == ApiToken.hash(body["token"])
 
 
+def test_basic_credentials_name_the_user_in_any_case(client: FlaskClient, admin: User):
+    response = client.post("/api/tokens", headers=basic("ADMIN", PASSWORD))
+    assert response.status_code == 200
+    me = client.get(f"/api/users/{admin.id}", headers={
+        "Authorization": f"Bearer {response.get_json()['token']}"})
+    assert me.status_code == 200 and me.get_json()["username"] == "admin"
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -31,6 +31,12 @@ def test_login_shows_log_out(client: FlaskClient, admin: User) -> None:
     assert 'action="/logout"' in html and ">Log out</button>" in html
 
 
+def test_the_username_may_be_typed_in_any_case(client: FlaskClient, admin: User) -> None:
+    """Usernames are unique in any case, so "Admin" can only mean admin."""
+    assert login(client, "Admin").status_code == 302
+    assert "Welcome, admin." in client.get("/").get_data(as_text=True)
+
+
 def test_wrong_password_is_refused(client: FlaskClient, admin: User) -> None:
     response = login(client, "admin", "not-the-password")
     assert response.status_code == 400

@@ -238,6 +238,7 @@ def test_private_reaches_every_session_of_the_recipient_only(connect):
     assert events(carol, "private") == [] and events(alice, "private") == []
     history = call(bob, "history", {"with": "alice"})["messages"]
     assert [m["text"] for m in history] == ["psst"]
+    assert call(alice, "private", {"to": "BOB", "text": "again"})["message"]["to"] == "bob"
 
 
 def test_offline_recipient_gets_private_messages_on_next_connect(connect):

@@ -175,6 +175,15 @@ def test_tokens_revoke_every_token_of_a_user(runner, admin, make_user):
     assert runner.invoke(args=["tokens", "revoke", other, "--user", "bob"]).exit_code == 2
 
 
+def test_commands_name_users_in_any_case(runner, admin, make_user):
+    bob = make_user("bob")
+    token = runner.invoke(args=["tokens", "issue", "ADMIN"]).stdout.strip()
+    assert user_for_token(token).id == admin.id
+    assert runner.invoke(args=["users", "set-role", "BoB", "admin"]).exit_code == 0
+    db.session.refresh(bob)
+    assert bob.role == "admin"
+
+
 def test_tokens_issue_refuses_unknown_and_inactive_users(runner, admin, make_user):
     make_user("bob", active=False)
     assert "ghost" in one_line_error(runner.invoke(args=["tokens", "issue", "ghost"]))

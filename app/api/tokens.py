@@ -14,6 +14,7 @@ from app.api.errors import ApiError
 from app.auth.tokens import bearer_token, issue_token, revoke_token
 from app.extensions import db
 from app.models import ApiToken, User, hash_password
+from app.users.service import user_named
 
 BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="LiveCRUD"'}
 
@@ -29,7 +30,7 @@ def _basic_user() -> User:
     if auth is None or auth.type != "basic" or not auth.username:
         raise ApiError(401, "send the username and password with HTTP Basic", BASIC_CHALLENGE)
     password = auth.password or ""
-    user = db.session.scalar(select(User).filter_by(username=auth.username))
+    user = user_named(auth.username)
     if user is None:
         # As slow as a real check, so the answer's timing does not reveal usernames.
         check_password_hash(_dummy_hash(), password)

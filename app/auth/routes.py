@@ -4,15 +4,15 @@ from urllib.parse import urlsplit
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, logout_user
-from sqlalchemy import select
 
 from app.auth import bp
 from app.auth.forms import LoginForm
 from app.auth.sessions import end_session, session_user, start_session
 from app.auth.sockets import disconnect_session
-from app.extensions import db, login_manager
+from app.extensions import login_manager
 from app.inputs import MAX_INT
 from app.models import User
+from app.users.service import user_named
 
 
 @login_manager.user_loader
@@ -41,7 +41,7 @@ def login():
         return redirect(url_for("users.index"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(select(User).filter_by(username=form.username.data))
+        user = user_named(form.username.data)
         if user is None or not user.check_password(form.password.data):
             form.password.errors.append("Invalid username or password.")
         elif not user.is_active:

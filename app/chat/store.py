@@ -11,6 +11,7 @@ from app.chat.rules import HISTORY_SIZE
 from app.chat.streams import next_seq, private_stream, room_stream
 from app.extensions import db
 from app.models import ChatMessage, ChatStream, User, utcnow
+from app.users import service
 
 
 def save_message(
@@ -121,6 +122,6 @@ def mark_delivered(messages: Sequence[ChatMessage]) -> None:
 
 
 def user_named(username: str) -> User | None:
-    """The active user with this name, else None."""
-    user = db.session.scalar(select(User).filter_by(username=username))
+    """The active user with this name (in any case), else None."""
+    user = service.user_named(username)
     return user if user is not None and user.is_active else None

@@ -340,6 +340,11 @@ def same_username(username: str) -> ColumnElement[bool]:
     return ascii_order(User.username) == fold(username)
 
 
+def user_named(username: str) -> User | None:
+    """The user called ``username`` in any case (logins, tokens, the CLI, chat)."""
+    return db.session.scalar(select(User).where(same_username(username)))
+
+
 def _disconnect(user_id: int) -> None:
     """Close the user's connections on every process (after a deactivation or delete)."""
     from app.auth.sockets import disconnect_everywhere  # app.auth imports this module
