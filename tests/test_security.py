@@ -32,7 +32,13 @@ def test_session_cookie_is_httponly_and_samesite_lax(client, admin):
     assert "Secure" not in cookie  # development serves plain http on 127.0.0.1
 
 
+def test_an_unknown_flask_config_is_named_with_the_choices(monkeypatch):
+    monkeypatch.setenv("FLASK_CONFIG", "prod")
+    with pytest.raises(RuntimeError, match="FLASK_CONFIG='prod': use one of development"):
+        create_app()
+
+
 def test_production_cookies_are_secure(db_url):
-    app = create_app("production", {"SQLALCHEMY_DATABASE_URI": db_url})
+    app = create_app("PRODUCTION", {"SQLALCHEMY_DATABASE_URI": db_url})
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["REMEMBER_COOKIE_SECURE"]
     assert app.config["SESSION_COOKIE_HTTPONLY"] and app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
