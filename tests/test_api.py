@@ -116,6 +116,13 @@ def test_create_duplicate_is_409(client: FlaskClient, admin_auth, changes, field
     assert user_count() == 1
 
 
+def test_a_nul_in_a_json_body_is_a_400(client: FlaskClient, admin_auth):
+    response = client.post("/api/users", headers=admin_auth,
+                           json={**NEW_USER, "password": "nul\x00-in-the-password"})
+    assert response.status_code == 400 and "NUL" in response.get_json()["errors"]["_schema"][0]
+    assert user_count() == 1
+
+
 @pytest.mark.parametrize("username", ["dave\n", "dave\r", "\ndave", "d" * 32 + "\n"])
 def test_a_username_is_checked_whole(client: FlaskClient, admin_auth, make_user, username):
     """No trailing newline slips past the rule (nor a name one character too long)."""

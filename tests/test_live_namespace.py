@@ -219,6 +219,25 @@ def test_presence_lists_viewers_and_editors(connect, make_user):
     assert events(viewer, "presence")[-1] == {"viewers": ["admin"], "editing": {}}
 
 
+def test_a_connection_is_a_viewer_or_an_editor_and_leaves_presence_for_good(connect,
+                                                                            make_user):
+    """Subscribe and watch replace each other (as what the connection follows does); a
+    connection that did both is gone from presence once it disconnects."""
+    alice = make_user("alice")
+    viewer = connect()
+    viewer.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    script = connect(make_user("carol", role="admin"))
+    script.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    script.emit("watch", {"id": alice.id}, namespace=NS, callback=True)
+    assert events(viewer, "presence")[-1] == {"viewers": ["admin"],
+                                              "editing": {str(alice.id): ["carol"]}}
+    script.emit("subscribe", {"view": {}}, namespace=NS, callback=True)
+    assert events(viewer, "presence")[-1] == {"viewers": ["admin", "carol"], "editing": {}}
+    script.emit("watch", {"id": alice.id}, namespace=NS, callback=True)
+    script.disconnect(NS)
+    assert events(viewer, "presence")[-1] == {"viewers": ["admin"], "editing": {}}
+
+
 def test_presence_is_sent_to_everyone_only_when_it_changes(connect):
     first = connect()
     first.emit("subscribe", {"since": None}, namespace=NS, callback=True)

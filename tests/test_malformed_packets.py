@@ -78,6 +78,41 @@ def test_deeply_nested_json_is_answered_with_one_short_log_line(generous, connec
     assert other.call("latency", {}) == {"ok": True}
 
 
+def test_binary_arguments_are_answered_like_any_wrong_type(live_server, connect):
+    """A client library sends bytes as a binary packet: each handler refuses them with an
+    error answer, a placeholder naming no attachment too, and the connection lives on."""
+    raw = connect(live_server, "/users")
+    raw.send('451-/users,1["subscribe",{"since":{"_placeholder":true,"num":0}}]')
+    raw.ws.send_binary(b"abc")
+    assert "since must be null" in raw.ack(1)["error"]
+    raw.send('452-/users,2["latency",{"_placeholder":true,"num":0},'
+             '{"_placeholder":true,"num":5}]')
+    raw.ws.send_binary(b"a")
+    raw.ws.send_binary(b"b")
+    assert "placeholder" in raw.ack(2)["error"]
+    assert raw.call("latency", {}) == {"ok": True}
+    demo = connect(live_server, "/demo")
+    demo.send('451-/demo,3["my_event",{"data":{"_placeholder":true,"num":0}}]')
+    demo.ws.send_binary(b"\x00\xff")
+    assert "data must be a string" in demo.ack(3)["error"]
+    assert "Traceback" not in "\n".join(log_lines(live_server))
+
+
+@pytest.mark.parametrize("frames", [
+    ['4511-/users,1["latency",{"_placeholder":true,"num":0}]'],  # past MAX_ATTACHMENTS
+    ['451-/users,1["latency",{"_placeholder":true,"num":0}]', "42/users,[\"latency\"]"],
+    [b"attachment that no packet announced"],
+], ids=["too-many", "text-among-attachments", "unannounced"])
+def test_a_binary_packet_out_of_bounds_closes_only_its_connection(live_server, connect,
+                                                                  frames):
+    other = connect(live_server, "/users")
+    raw = connect(live_server, "/users")
+    for frame in frames:
+        raw.ws.send_binary(frame) if isinstance(frame, bytes) else raw.send(frame)
+    assert raw.closed()
+    assert other.call("latency", {}) == {"ok": True}
+
+
 def test_a_binary_packet_closes_its_connection_and_memory_stays_bounded(live_server, connect):
     other = connect(live_server, "/users")
     baseline = rss_kb(live_server)
@@ -154,6 +189,18 @@ def test_a_packet_of_no_known_type_closes_only_its_connection(live_server, conne
         assert raw.closed(), frame
     assert other.call("latency", {}) == {"ok": True}
     assert "Traceback" not in "\n".join(log_lines(live_server))
+
+
+def test_a_nul_in_any_string_is_answered_and_the_connection_lives(live_server, connect):
+    """PostgreSQL cannot store NUL, SQLite's full-text search chokes on it: refused at
+    decoding, whatever the event, as the API refuses it."""
+    users, chat = connect(live_server, "/users"), connect(live_server, "/chat")
+    assert "NUL" in users.call("subscribe", {"view": {"q": "a\x00b"}})["error"]
+    assert chat.call("join", {"room": "lobby"})["ok"]
+    assert "NUL" in chat.call("message", {"room": "lobby", "text": "nul\x00"})["error"]
+    assert "NUL" in chat.call("message", {"room": "lobby", "text": "x", "\x00": 1})["error"]
+    assert chat.call("history", {"room": "lobby"})["messages"] == []
+    assert users.call("latency", {}) == {"ok": True}
 
 
 def test_engineio_json_nesting_is_refused_too(live_server, connect):

@@ -52,7 +52,9 @@ def test_websocket_and_socketio_clients_talk_together(app, live_server, ws_url):
         ws.send("not json")
         assert "JSON objects" in receive(ws)["error"]
         ws.send('{"text": ' + "[" * 5000 + "]" * 5000 + "}")  # nested past the parser's depth
-        assert "JSON objects" in receive(ws)["error"]
+        assert "nested deeper than 32" in receive(ws)["error"]
+        ws.send(json.dumps({"text": "nul\x00"}))
+        assert "NUL" in receive(ws)["error"]
         ws.send(json.dumps({"text": ""}))
         assert "non-empty" in receive(ws)["error"]
         history = sio.call("history", {"room": "lobby"})["messages"]

@@ -17,7 +17,9 @@ def json_object() -> dict[str, Any]:
         raise ApiError(415, "the body must be JSON, sent with Content-Type: application/json")
     try:
         data = safe_json.loads(request.get_data())
-    except ValueError:  # TooDeep too
+    except (safe_json.TooDeep, safe_json.HasNul) as exc:
+        raise bad_request({"_schema": [f"The body is refused: {exc}."]}) from None
+    except ValueError:
         raise bad_request({"_schema": ["The body is not valid JSON."]}) from None
     if not isinstance(data, dict):
         raise bad_request({"_schema": ["The body must be a JSON object."]})

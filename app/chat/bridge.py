@@ -107,6 +107,8 @@ def handle_frame(frame: Any, me: dict[str, Any], room: str,
             raise AccountGone
         try:
             data = payload(safe_json.loads(frame))
+        except (safe_json.TooDeep, safe_json.HasNul) as exc:
+            raise ClientError(f"frame refused: {exc}") from None
         except (TypeError, ValueError):
             raise ClientError("frames must be JSON objects like {\"text\": \"hi\"}") from None
         text, cid = message_text(data.get("text")), client_id(data.get("id"))

@@ -45,8 +45,9 @@ class UsersNamespace(RealtimeNamespace):
         self.subscriptions.leave(request.sid)
         self.subscribes.forget(request.sid)
         with self._presence_lock:
-            left = self.viewers.pop(request.sid, None) or self.editors.pop(request.sid, None)
-        if left:
+            viewed = self.viewers.pop(request.sid, None)
+            edited = self.editors.pop(request.sid, None)
+        if viewed or edited:
             self._broadcast_presence()
 
     def on_subscribe(self, data: Any = None) -> dict[str, Any] | None:
@@ -71,7 +72,8 @@ class UsersNamespace(RealtimeNamespace):
         except SubscribeError as exc:
             return reject(str(exc))
         sid = request.sid
-        with self._presence_lock:
+        with self._presence_lock:  # a subscribe replaces a watch (one or the other)
+            self.editors.pop(sid, None)
             self.viewers[sid] = socket_user()["username"]
         after_ack(lambda: self._broadcast_presence(newcomer=sid))  # after the join
         return ack
@@ -82,7 +84,8 @@ class UsersNamespace(RealtimeNamespace):
             return reject('payload must be an object like {"id": 42}')
         sid = request.sid
         ack = self.subscriptions.watch(sid, data["id"])
-        with self._presence_lock:
+        with self._presence_lock:  # a watch replaces a subscribe
+            self.viewers.pop(sid, None)
             self.editors[sid] = (socket_user()["username"], data["id"])
         after_ack(lambda: self._broadcast_presence(newcomer=sid))
         return ack

@@ -12,9 +12,13 @@ connection as an attachment, without limit. The guard replaces that handler (Eng
   reserved one) is answered ``{"error": ...}``: in the ack when the packet has an ack id,
   else as an ``error`` event; such answers count against the connection's event rate
   limit like any event;
-- binary packets (no page or event of the app sends any), packets of unknown or
-  server-only types, acknowledgements without a list, and undecodable packets outside a
-  joined namespace close the connection.
+- a binary packet (an event or ack with attachments) of a joined namespace is
+  dispatched once its attachments have arrived, as python-socketio would, within bounds:
+  at most ``MAX_ATTACHMENTS`` of them, ``max_http_buffer_size`` bytes in all, nothing
+  else in between; handlers then refuse the bytes they do not take like any wrong type;
+- packets breaking those bounds, binary messages that no packet announced, packets of
+  unknown or server-only types, acknowledgements without a list, and undecodable packets
+  outside a joined namespace close the connection.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ log = logging.getLogger("app.realtime")
 
 RESERVED_EVENTS = frozenset(("connect", "disconnect", "connect_error", "disconnecting"))
 MAX_EVENT_NAME = 64
+MAX_ATTACHMENTS = 10
 
 
 class GuardedPacket(packet.Packet):
@@ -41,6 +46,7 @@ class GuardedPacket(packet.Packet):
 
     json = safe_json
     error: str | None = None
+    attachment_bytes = 0
 
     def decode(self, encoded_packet: str) -> int:
         try:
@@ -62,8 +68,15 @@ def guard_packets(server: socketio.Server, limiter: RateLimiter) -> None:
 def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
                    data: Any) -> None:
     """Dispatch one Engine.IO message as ``Server._handle_eio_message`` does, or refuse it."""
+    # python-socketio's own table of the binary packets awaiting their attachments
+    # (it forgets a connection's entry when the connection goes).
+    awaiting = server._binary_packet
     if not isinstance(data, str):
-        return close(server, eio_sid, "binary messages are not accepted")
+        if eio_sid not in awaiting:
+            return close(server, eio_sid, "a binary message that no packet announced")
+        return attach(server, limiter, eio_sid, data)
+    if awaiting.pop(eio_sid, None) is not None:
+        return close(server, eio_sid, "a text message among a packet's attachments")
     pkt = GuardedPacket(encoded_packet=data)
     kind = pkt.packet_type
     if pkt.error is None and kind == packet.CONNECT:
@@ -78,10 +91,44 @@ def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
             refuse_event(server, limiter, eio_sid, pkt, problem)
     elif pkt.error is None and kind == packet.ACK and isinstance(pkt.data, list):
         server._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
-    elif kind in (packet.BINARY_EVENT, packet.BINARY_ACK):
-        close(server, eio_sid, "binary packets are not accepted")
+    elif pkt.error is None and kind in (packet.BINARY_EVENT, packet.BINARY_ACK):
+        if not 0 < pkt.attachment_count <= MAX_ATTACHMENTS:
+            return close(server, eio_sid, f"{pkt.attachment_count} binary attachments "
+                                          f"announced (at most {MAX_ATTACHMENTS})")
+        if server.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/") is None:
+            return close(server, eio_sid, f"binary packet on namespace {pkt.namespace}, "
+                                          "not joined")
+        awaiting[eio_sid] = pkt
     else:
         close(server, eio_sid, pkt.error or f"unexpected packet type {kind!r}")
+    return None
+
+
+def attach(server: socketio.Server, limiter: RateLimiter, eio_sid: str, data: bytes) -> None:
+    """One attachment of the binary packet ``eio_sid`` announced; the last one dispatches
+    the packet (an event whose placeholders name no attachment is answered an error)."""
+    pkt: GuardedPacket = server._binary_packet[eio_sid]
+    pkt.attachment_bytes += len(data)
+    if pkt.attachment_bytes > server.eio.max_http_buffer_size:
+        del server._binary_packet[eio_sid]
+        return close(server, eio_sid, "binary attachments over the message size limit")
+    try:
+        if not pkt.add_attachment(data):
+            return None
+        problem = event_problem(pkt.data) if pkt.packet_type == packet.BINARY_EVENT else None
+    except (IndexError, KeyError, TypeError):  # a placeholder's "num" names no attachment
+        problem = "a binary placeholder names no attachment"
+    del server._binary_packet[eio_sid]
+    if pkt.packet_type == packet.BINARY_ACK:
+        if problem is None and isinstance(pkt.data, list):
+            server._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+            return None
+        return close(server, eio_sid, problem or "an acknowledgement without a list")
+    if problem is None:
+        server._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+    else:
+        refuse_event(server, limiter, eio_sid, pkt, problem)
+    return None
 
 
 def event_problem(data: Any) -> str | None:
