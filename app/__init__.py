@@ -40,6 +40,7 @@ def register_extensions(app: Flask) -> None:
     from app.loglimit import init_log_limit
     from app.models import include_name
     from app.realtime import init_realtime, safe_json
+    from app.realtime.polling import PollingGuard
     from app.security import init_security, origin_checker
 
     engine_options(app)
@@ -71,6 +72,7 @@ def register_extensions(app: Flask) -> None:
     app.extensions["connections"] = ConnectionRegistry.from_config(app.config)
     app.extensions["connections"].watch(socketio.server.eio)
     init_realtime(app, socketio.server)
+    app.wsgi_app = PollingGuard(app.wsgi_app, socketio.server)
     init_log_limit(app)
     init_capture()
     init_security(app)

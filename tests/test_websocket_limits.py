@@ -184,3 +184,33 @@ def test_responses_are_sent_without_waiting_for_a_delayed_ack(app, monkeypatch):
             assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
             WebSocketHandler(accepted, address, server).handle()
     assert served_with == [1]
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_polling_post_over_the_limit_is_answered_at_once_and_holds_nothing(live_server):
+    """Even with no long-polling GET pending (which Engine.IO's close waited for, holding
+    the request, its socket and greenlet for good): 413 from the headers, the session
+    closed, the descriptors released."""
+    base = "/socket.io/?EIO=4&transport=polling"
+    before = open_fds(live_server.proc.pid)
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as http:
+            http.sendall(f"GET {base} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            sid = json.loads(http.makefile("rb").read().split(b"\r\n\r\n", 1)[1][1:])["sid"]
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as http:
+            http.sendall(f"POST {base}&sid={sid} HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Length: {LIMIT + 1}\r\n\r\n".encode())  # no body follows
+            answer = http.recv(200)
+        assert answer.startswith(b"HTTP/1.1 413"), answer
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as http:
+            http.sendall(f"GET {base}&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close"
+                         "\r\n\r\n".encode())
+            after = http.makefile("rb").read()
+        assert after.startswith(b"HTTP/1.1 400") or after.endswith(b"1"), after  # closed
+    deadline = time.monotonic() + 5
+    while open_fds(live_server.proc.pid) > before + 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_fds(live_server.proc.pid) <= before + 5
