@@ -27,6 +27,9 @@ from tests.test_migrations import drift
 ADDED_TABLES = {"user_counts", "change_minutes"}
 SORT_INDEXES = {"username": "ix_users_lower_username_id", "email": "ix_users_lower_email_id",
                 **{f: f"ix_users_{f}_id" for f in SORTABLE if f not in ("id", "username", "email")}}
+# SQLite also sorts usernames by the unique index on the folded name (0012): unique, it
+# orders (folded name, id) as well, and covers the page's ids too.
+ALSO_SORTS_BY = {"username": "uq_users_username_folded"}
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -289,7 +292,8 @@ def test_every_sort_reads_its_index_without_sorting(app):
     for field, index in SORT_INDEXES.items():
         for sort, offset in itertools.product((field, f"-{field}"), (0, 100_000)):
             text_plan = plan(Listing(sort=sort).page_ids(offset, 20))
-            assert index in text_plan, (sort, offset, text_plan)
+            assert index in text_plan or ALSO_SORTS_BY.get(field, "?") in text_plan, (
+                sort, offset, text_plan)
             assert "Sort" not in text_plan and "TEMP B-TREE" not in text_plan, text_plan
             if postgres:  # a deep page's offset walks the index, not the table
                 assert "Index Only Scan" in text_plan, text_plan
@@ -354,7 +358,8 @@ def test_a_username_taken_in_another_case_is_found_by_the_index(app, make_user):
     seed(BIG // 5)
     taken = same_username("USER0001234")
     text_plan = plan(db.select(db.func.count()).select_from(User).where(taken))
-    assert "ix_users_lower_username_id" in text_plan, text_plan
+    assert "ix_users_lower_username_id" in text_plan or ALSO_SORTS_BY["username"] in text_plan, \
+        text_plan
     if db.engine.dialect.name == "sqlite":
         assert "SEARCH" in text_plan and "SCAN" not in text_plan, text_plan
     else:
