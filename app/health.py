@@ -89,14 +89,19 @@ class Outage:
             return
 
 
+def outage_message(error: exc.DBAPIError) -> str:
+    """What a client is told when the database fails (``/readyz`` then says so too,
+    unless another program merely holds SQLite's write lock)."""
+    if "locked" in str(error.orig):
+        return "the database is busy (another program holds its write lock); retry"
+    current_app.extensions["db_outage"].begin(error)
+    return "the database is unreachable; retry shortly"
+
+
 def _unavailable(error: exc.DBAPIError):
     """503 for a database that cannot be reached (or, on SQLite, stays locked)."""
     db.session.rollback()
-    if "locked" in str(error.orig):
-        message = "the database is busy (another program holds its write lock); retry"
-    else:
-        current_app.extensions["db_outage"].begin(error)
-        message = "the database is unreachable; retry shortly"
+    message = outage_message(error)
     headers = {"Retry-After": str(RETRY_AFTER)}
     if request.blueprint == bp.name:  # the database failed before /readyz could ask
         return jsonify(status="unavailable", reason=f"database: {message}"), 503, headers

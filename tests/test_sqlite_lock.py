@@ -133,3 +133,30 @@ def test_a_held_write_lock_neither_freezes_the_server_nor_loses_a_write(
     finally:
         watcher.close()
         http.close()
+
+
+def test_a_socket_event_that_outwaits_the_lock_is_answered_unavailable(server_factory,
+                                                                       db_url, admin):
+    """As the API's 503: a clear answer, not "internal server error"; the connection
+    lives on and the same message goes through once the lock is free."""
+    import socketio
+
+    server = server_factory(env={"SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT)})
+    chat = socketio.Client(reconnection=False)
+    chat.connect(server.url, namespaces=["/chat"], transports=["websocket"],
+                 auth={"token": issue_token(admin)}, wait_timeout=10)
+    try:
+        assert chat.call("join", {"room": "lobby"}, namespace="/chat", timeout=10)["ok"]
+        lock = WriteLock(db_url)
+        try:
+            answer = chat.call("message", {"room": "lobby", "text": "hi", "id": "m-1"},
+                               namespace="/chat", timeout=LOCK_TIMEOUT + 10)
+        finally:
+            lock.release()
+        assert answer["error"].startswith("unavailable: the database is busy"), answer
+        again = chat.call("message", {"room": "lobby", "text": "hi", "id": "m-1"},
+                          namespace="/chat", timeout=10)
+        assert again["ok"] and not again["duplicate"]
+        assert "Traceback" not in server.log.read_text(errors="replace")
+    finally:
+        chat.disconnect()

@@ -1,9 +1,11 @@
 """The base class of every class-based namespace, and the handler of their exceptions.
 
 ``ClientError`` (a bad event: a bad payload, extra arguments, an unknown event) is
-answered with ``{"error": reason}`` and logged nowhere; any other exception in a handler
-is logged with the namespace, the event and the user and answered with ``{"error":
-"internal server error", "event": name}``.
+answered with ``{"error": reason}`` and logged nowhere; a database that fails (does not
+answer, or stays locked by another program) is answered ``{"error": "unavailable: ...",
+"event": name}``, as the HTTP side's 503; any other exception in a handler is logged with
+the namespace, the event and the user and answered with ``{"error": "internal server
+error", "event": name}``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import Any
 
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace, SocketIO
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.auth.sockets import SESSION_KEY
 from app.extensions import db
+from app.health import outage_message
 from app.realtime.errors import ClientError, reject
 
 log = logging.getLogger("app.realtime")
@@ -32,6 +36,11 @@ def socket_error_handler(exc: Exception) -> dict[str, str] | None:
     if isinstance(exc, ClientError):
         return reject(str(exc))
     event = request.event["message"]
+    if isinstance(exc, OperationalError | InterfaceError) and event != "connect":
+        message = outage_message(exc)
+        log.warning("socket handler: namespace=%s event=%s: %s", request.namespace, event,
+                    message)
+        return reject(f"unavailable: {message}", event=event)
     log.error("socket handler failed: namespace=%s event=%s user=%s",
               request.namespace, event, session_user_name(), exc_info=exc)
     if event == "connect":
