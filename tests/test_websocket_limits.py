@@ -206,6 +206,11 @@ def test_a_polling_post_over_the_limit_is_answered_at_once_and_holds_nothing(liv
             answer = http.recv(200)
         assert answer.startswith(b"HTTP/1.1 413"), answer
         with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as http:
+            http.sendall(f"POST {base}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 1"
+                         "\r\nConnection: close\r\n\r\n6".encode())  # a NOOP, too late
+            late = http.makefile("rb").read()
+        assert late.startswith(b"HTTP/1.1 400"), late  # not Engine.IO's 500 and traceback
+        with socket.create_connection(("127.0.0.1", live_server.port), timeout=5) as http:
             http.sendall(f"GET {base}&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close"
                          "\r\n\r\n".encode())
             after = http.makefile("rb").read()
