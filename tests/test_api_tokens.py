@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.auth.tokens import issue_token, revoke_token
 from app.extensions import db
-from app.models import ApiToken, User
+from app.models import ApiToken, User, utcnow
 from app.users.service import update_user
 from tests.api_helpers import NEW_USER, basic, bearer, user_count
 from tests.conftest import BOTH_DATABASES, PASSWORD, login
@@ -154,3 +154,25 @@ def test_deactivated_admin_cannot_write(client: FlaskClient, admin: User, make_u
     headers = bearer(other)
     update_user(other, {"active": False}, None)
     assert client.post("/api/users", headers=headers, json=NEW_USER).status_code == 401
+
+
+def test_sockets_opened_with_a_revoked_or_expired_token_close_at_the_next_sweep(
+        app, admin, sockets):
+    """Revoked by the API, the CLI or another process, or expired: only the database
+    says so, and each process's sweep (every SESSION_SWEEP_SECONDS) closes them."""
+    from app.auth.sockets import close_revoked_tokens
+
+    leaked, kept, expiring = issue_token(admin), issue_token(admin), issue_token(admin)
+    chat = sockets("/chat", admin, auth={"token": leaked})
+    users = sockets("/users", admin, auth={"token": leaked})
+    other = sockets("/users", admin, auth={"token": kept})
+    soon = sockets("/demo", admin, auth={"token": expiring})
+    assert close_revoked_tokens() == 0
+    assert revoke_token(leaked)
+    db.session.execute(update(ApiToken).where(ApiToken.token_hash == ApiToken.hash(expiring))
+                       .values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+    assert close_revoked_tokens() == 3
+    assert not chat.is_connected("/chat") and not users.is_connected("/users")
+    assert not soon.is_connected("/demo")
+    assert other.is_connected("/users")

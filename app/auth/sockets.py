@@ -10,14 +10,15 @@ from flask_socketio import ConnectionRefusedError, join_room
 from sqlalchemy.exc import DBAPIError
 
 from app.auth.sessions import digest, live_digests
-from app.auth.tokens import TokenHolder, user_for_token
+from app.auth.tokens import TokenHolder, live_token_hashes, user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
 from app.cluster import ClusterManager, current_cluster
 from app.extensions import db, socketio
-from app.models import User
+from app.models import ApiToken, User
 
 SESSION_KEY = "socket_user"
 SESSION_ROOM = "session:"
+TOKEN_ROOM = "token:"
 # The refusal while the database does not answer: the pages' clients try again later.
 UNAVAILABLE = "unavailable: the database is not answering, try again in a few seconds"
 NAMESPACES = ("/users", "/chat", "/demo")
@@ -34,6 +35,16 @@ def session_room(key_hash: str) -> str:
     return f"{SESSION_ROOM}{key_hash}"
 
 
+def token_room(token_hash: str) -> str:
+    """The room of the sockets opened with the API token of SHA-256 ``token_hash``."""
+    return f"{TOKEN_ROOM}{token_hash}"
+
+
+def credential_room(room: object) -> bool:
+    """Whether ``room`` is one of a login session's or an API token's (not the user's)."""
+    return isinstance(room, str) and room.startswith((SESSION_ROOM, TOKEN_ROOM))
+
+
 def authenticate(auth: Any) -> User | TokenHolder:
     """The user connecting (browser session, else ``auth={"token": ...}``).
 
@@ -47,8 +58,8 @@ def authenticate(auth: Any) -> User | TokenHolder:
         if current_user.is_authenticated and current_user.is_active:
             user = current_user._get_current_object()
             join_room(session_room(digest(user.login_key)))
-        elif isinstance(auth, dict):
-            user = user_for_token(auth.get("token"))
+        elif isinstance(auth, dict) and (user := user_for_token(auth.get("token"))):
+            join_room(token_room(ApiToken.hash(auth["token"])))
     except DBAPIError:
         db.session.rollback()
         raise ConnectionRefusedError(UNAVAILABLE) from None
@@ -138,6 +149,20 @@ def close_ended_sessions() -> int:
     ended = opened - live_digests(opened)
     db.session.rollback()  # end the read before any I/O towards the clients
     return sum(_disconnect_room(session_room(key_hash)) for key_hash in ended)
+
+
+def close_revoked_tokens() -> int:
+    """Close this process's sockets opened with an API token since revoked (by the API,
+    the CLI, "log out everywhere else", on any process) or expired; returns how many.
+    Run by the live feed with ``close_ended_sessions``."""
+    opened = {room.removeprefix(TOKEN_ROOM) for namespace in NAMESPACES
+              for room in list(socketio.server.manager.rooms.get(namespace, {}))
+              if isinstance(room, str) and room.startswith(TOKEN_ROOM)}
+    if not opened:
+        return 0
+    revoked = opened - live_token_hashes(opened)
+    db.session.rollback()  # end the read before any I/O towards the clients
+    return sum(_disconnect_room(token_room(token_hash)) for token_hash in revoked)
 
 
 def listen_for_disconnects(cluster: ClusterManager) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -40,6 +41,17 @@ def revoke_user_tokens(user: User) -> int:
         token.revoked_at = utcnow()
     db.session.commit()
     return len(tokens)
+
+
+def live_token_hashes(hashes: Iterable[str]) -> set[str]:
+    """Which of these token hashes name tokens neither revoked nor expired."""
+    hashes = sorted(set(hashes))
+    live: set[str] = set()
+    for start in range(0, len(hashes), 500):
+        live.update(db.session.scalars(select(ApiToken.token_hash).where(
+            ApiToken.token_hash.in_(hashes[start:start + 500]),
+            ApiToken.revoked_at.is_(None), ApiToken.expires_at > utcnow())))
+    return live
 
 
 class TokenHolder(NamedTuple):

@@ -20,7 +20,13 @@ from flask import Flask, has_app_context
 from sqlalchemy.exc import DBAPIError
 
 from app.auth.sessions import prune_sessions
-from app.auth.sockets import close_ended_sessions, disconnect_local, online_user_ids, user_room
+from app.auth.sockets import (
+    close_ended_sessions,
+    close_revoked_tokens,
+    disconnect_local,
+    online_user_ids,
+    user_room,
+)
 from app.extensions import db, socketio
 from app.live.changelog import (
     change_payload,
@@ -125,7 +131,10 @@ class Feed:
                         self.announce_counts()
                         counted_at = now
                     if now - swept_at >= config["SESSION_SWEEP_SECONDS"]:
-                        close_ended_sessions()  # logouts on other processes, queue or not
+                        # Logouts and revoked tokens on any process (or the CLI), queue
+                        # or not.
+                        close_ended_sessions()
+                        close_revoked_tokens()
                         swept_at = now
                     self._maybe_prune()
                     if failures:

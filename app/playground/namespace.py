@@ -9,7 +9,7 @@ from flask import Flask, copy_current_request_context, current_app, request, ses
 from flask_socketio import close_room, disconnect, emit, join_room, leave_room, rooms
 from sqlalchemy import func, select
 
-from app.auth.sockets import SESSION_ROOM, authenticate, socket_user, user_room
+from app.auth.sockets import authenticate, credential_room, socket_user, user_room
 from app.chat.rules import ClientError, payload, room_name
 from app.extensions import db, socketio
 from app.models import User
@@ -124,6 +124,6 @@ class DemoNamespace(RealtimeNamespace):
         return data
 
     def _rooms_response(self) -> None:
-        own = {request.sid, user_room(socket_user()["id"])}  # and its login session's room
-        joined = sorted(r for r in rooms() if r not in own and not r.startswith(SESSION_ROOM))
+        own = {request.sid, user_room(socket_user()["id"])}  # and its credential's room
+        joined = sorted(r for r in rooms() if r not in own and not credential_room(r))
         emit("my_response", {"data": "In rooms: " + ", ".join(joined), "count": self._count()})
