@@ -15,10 +15,10 @@ from config import INSTANCE_DIR, config
 def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
     """Build the application: config, extensions, blueprints, namespaces, CLI, errors."""
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))
-    name = (config_name or os.environ.get("FLASK_CONFIG") or "development").lower()
-    if name not in config:
+    name = config_name or os.environ.get("FLASK_CONFIG") or "development"
+    if name.lower() not in config:
         raise RuntimeError(f"FLASK_CONFIG={name!r}: use one of {', '.join(config)}")
-    app.config.from_object(config[name])
+    app.config.from_object(config[name.lower()])
     if overrides:
         app.config.update(overrides)
     os.makedirs(app.instance_path, exist_ok=True)

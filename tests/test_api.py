@@ -145,6 +145,10 @@ def test_a_name_taken_in_another_case_meanwhile_is_409(client: FlaskClient, admi
                                                                    "username": "ADMIN"})
     assert response.status_code == 409 and response.get_json()["errors"]["username"]
     assert user_count() == 1
+    make_user("emailfan")  # PostgreSQL's message quotes the name: "email" is in it
+    response = client.post("/api/users", headers=admin_auth, json={**NEW_USER,
+                                                                   "username": "EmailFan"})
+    assert response.status_code == 409 and set(response.get_json()["errors"]) == {"username"}
     bob = make_user("bob")
     response = client.patch(f"/api/users/{bob.id}", headers=admin_auth,
                             json={"version": bob.version, "username": "Admin"})

@@ -70,3 +70,4 @@ def test_nul_in_a_user_form(client: FlaskClient, admin: User) -> None:
         "password": PASSWORD})
     assert_page_400(response)
     assert db.session.scalar(select(func.count()).select_from(User)) == 1
+

@@ -93,6 +93,23 @@ def test_refused_with_an_error_frame_and_a_policy_close(app, live_server, ws_url
             ws.shutdown()  # after the server's close, close() would leave the socket open
 
 
+def test_a_revoked_token_closes_its_plain_websocket_at_the_next_sweep(app, live_server,
+                                                                     ws_url):
+    """Revoked elsewhere (here: as the CLI does, in another process than the server's)."""
+    from app.auth.tokens import revoke_token
+
+    token = user_token("bob")
+    ws = websocket.create_connection(f"{ws_url}/lobby?token={token}", timeout=5)
+    try:
+        ws.send(json.dumps({"text": "before"}))
+        assert receive(ws)["text"] == "before"
+        assert revoke_token(token)
+        assert receive(ws) == {"error": "token revoked or expired"}  # within the timeout
+        assert_policy_close(ws, "token revoked or expired")
+    finally:
+        ws.shutdown()
+
+
 def test_deactivated_user_is_refused_and_closed(app, live_server, ws_url):
     """The bridge reads the user again before storing each message (whether or not the
     live feed closed the socket first, the client sees the same frames)."""

@@ -152,17 +152,21 @@ def close_ended_sessions() -> int:
 
 
 def close_revoked_tokens() -> int:
-    """Close this process's sockets opened with an API token since revoked (by the API,
-    the CLI, "log out everywhere else", on any process) or expired; returns how many.
-    Run by the live feed with ``close_ended_sessions``."""
+    """Close this process's connections (Socket.IO, and the chat's plain WebSockets)
+    opened with an API token since revoked (by the API, the CLI, "log out everywhere
+    else", on any process) or expired; returns how many. Run by the live feed with
+    ``close_ended_sessions``."""
+    hub = chat_hub()
     opened = {room.removeprefix(TOKEN_ROOM) for namespace in NAMESPACES
               for room in list(socketio.server.manager.rooms.get(namespace, {}))
               if isinstance(room, str) and room.startswith(TOKEN_ROOM)}
+    opened |= hub.token_hashes() if hub is not None else set()
     if not opened:
         return 0
     revoked = opened - live_token_hashes(opened)
     db.session.rollback()  # end the read before any I/O towards the clients
-    return sum(_disconnect_room(token_room(token_hash)) for token_hash in revoked)
+    closed = sum(_disconnect_room(token_room(token_hash)) for token_hash in revoked)
+    return closed + (hub.close_tokens(revoked) if hub is not None and revoked else 0)
 
 
 def listen_for_disconnects(cluster: ClusterManager) -> None:

@@ -27,7 +27,7 @@ from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close
 from app.chat.relay import chat_relay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
-from app.models import User
+from app.models import ApiToken, User
 from app.realtime import safe_json
 
 log = logging.getLogger("app.realtime")
@@ -49,7 +49,8 @@ def serve(room: str) -> Response:
     if ws is None:
         return Response("WebSocket upgrade required; serve with `python manage.py run`\n",
                         status=400, mimetype="text/plain")
-    user = user_for_token(bridge_token())
+    token = bridge_token()
+    user = user_for_token(token)
     try:
         if user is None:
             raise ClientError("authentication required: ?token= or Authorization: Bearer")
@@ -64,7 +65,8 @@ def serve(room: str) -> Response:
     hub, relay = chat_hub(), chat_relay()
     relay.start(current_app._get_current_object())
     bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws,
-                    send_timeout=current_app.config["CHAT_WS_SEND_TIMEOUT"])
+                    send_timeout=current_app.config["CHAT_WS_SEND_TIMEOUT"],
+                    token_hash=ApiToken.hash(token))
     # No history is sent here: every message after this one comes as a frame.
     relay.open_room(room, lambda: hub.join(bridge.conn, me["username"], room, bridge))
     db.session.remove()  # the connection may live for hours: give the DB connection back

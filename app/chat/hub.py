@@ -25,6 +25,7 @@ from app.extensions import socketio
 NAMESPACE = "/chat"
 POLICY_VIOLATION = 1008
 ACCOUNT_GONE = "account deactivated"
+TOKEN_REVOKED = "token revoked or expired"
 # A plain WebSocket with this many frames waiting behind a send is cut off; a close
 # frame it cannot take within CLOSE_GRACE seconds, too (deactivations close in 3 s).
 MAX_QUEUED = 1000
@@ -63,6 +64,7 @@ class Bridge:
     room: str
     ws: PlainWebSocket
     send_timeout: float = 10.0
+    token_hash: str = ""  # the SHA-256 of the API token it was opened with
     ending: bool = field(default=False, init=False)  # closing or cut off: nothing more goes
     sending_since: float | None = field(default=None, init=False)  # the current send's start
     queue: SimpleQueue = field(default_factory=SimpleQueue, init=False)
@@ -213,6 +215,21 @@ class ChatHub:
         bridges = self.bridges_of(user_id)
         for bridge in bridges:
             bridge.close(code, reason, error=reason)
+            self.leave(bridge.conn, bridge.room)
+        return len(bridges)
+
+    def token_hashes(self) -> set[str]:
+        """The token hashes of this process's plain WebSockets."""
+        with self.lock:
+            return {b.token_hash for mine in self.bridges.values() for b in mine.values()}
+
+    def close_tokens(self, token_hashes: set[str]) -> int:
+        """Close the plain WebSockets opened with these tokens, as ``close_user`` does."""
+        with self.lock:
+            bridges = [b for mine in self.bridges.values() for b in mine.values()
+                       if b.token_hash in token_hashes]
+        for bridge in bridges:
+            bridge.close(POLICY_VIOLATION, TOKEN_REVOKED, error=TOKEN_REVOKED)
             self.leave(bridge.conn, bridge.room)
         return len(bridges)
 

@@ -11,7 +11,15 @@ from app.auth.sockets import authenticate, socket_user
 from app.chat import store
 from app.chat.hub import NAMESPACE, ChatHub
 from app.chat.relay import ChatRelay
-from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
+from app.chat.rules import (
+    ClientError,
+    TokenBucket,
+    client_id,
+    message_text,
+    payload,
+    quoted,
+    room_name,
+)
 from app.extensions import db, socketio
 from app.realtime.namespace import RealtimeNamespace
 
@@ -92,7 +100,7 @@ class ChatNamespace(RealtimeNamespace):
         me = socket_user()
         text, cid = message_text(data.get("text")), client_id(data.get("id"))
         if not isinstance(data.get("to"), str) or (to := store.user_named(data["to"])) is None:
-            raise ClientError(f"unknown user {data.get('to')!r}")
+            raise ClientError(f"unknown user {quoted(data.get('to'))}")
         self._rate_limit()
         message, new = store.save_message(me["id"], text, recipient_id=to.id, client_id=cid)
         out = message.to_dict()
@@ -109,7 +117,7 @@ class ChatNamespace(RealtimeNamespace):
         if "with" in data:
             other = store.user_named(data["with"]) if isinstance(data["with"], str) else None
             if other is None:
-                raise ClientError(f"unknown user {data['with']!r}")
+                raise ClientError(f"unknown user {quoted(data['with'])}")
             messages = store.private_history(me["id"], other.id)
         else:
             messages = store.room_history(room_name(data.get("room"), me["id"]))

@@ -24,6 +24,13 @@ def payload(data: Any) -> dict[str, Any]:
     return data
 
 
+def quoted(value: Any) -> str:
+    """A client's value quoted in an error answer, if it is name-sized (an answer never
+    echoes a large payload back)."""
+    text = repr(value)
+    return text if len(text) <= 40 else "(not a username)"
+
+
 def room_name(value: Any, user_id: int) -> str:
     """A room the user may join: the name rules, and nobody else's private room."""
     if not isinstance(value, str):

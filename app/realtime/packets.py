@@ -12,10 +12,12 @@ connection as an attachment, without limit. The guard replaces that handler (Eng
   reserved one) is answered ``{"error": ...}``: in the ack when the packet has an ack id,
   else as an ``error`` event; such answers count against the connection's event rate
   limit like any event;
-- a binary packet (an event or ack with attachments) of a joined namespace is
+- a binary packet (an event or ack with attachments) of a connected namespace is
   dispatched once its attachments have arrived, as python-socketio would, within bounds:
   at most ``MAX_ATTACHMENTS`` of them, ``max_http_buffer_size`` bytes in all, nothing
-  else in between; handlers then refuse the bytes they do not take like any wrong type;
+  else in between, and each placed exactly once (a placeholder repeated a thousand
+  times would make a thousand copies); handlers then refuse the bytes they do not take
+  like any wrong type;
 - packets breaking those bounds, binary messages that no packet announced, packets of
   unknown or server-only types, acknowledgements without a list, and undecodable packets
   outside a joined namespace close the connection.
@@ -63,13 +65,25 @@ def guard_packets(server: socketio.Server, limiter: RateLimiter) -> None:
         handle_message(server, limiter, eio_sid, data)
 
     server.eio.on("message", on_message)
+    # python-socketio forgets a connection's pending binary packet only with a namespace
+    # still connected: forget it with the connection, whatever it was.
+    disconnected = server.eio.handlers["disconnect"]
+
+    def on_disconnect(eio_sid: str, *args: Any) -> Any:
+        try:
+            return disconnected(eio_sid, *args)
+        finally:
+            server._binary_packet.pop(eio_sid, None)
+
+    server.eio.on("disconnect", on_disconnect)
 
 
 def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
                    data: Any) -> None:
     """Dispatch one Engine.IO message as ``Server._handle_eio_message`` does, or refuse it."""
-    # python-socketio's own table of the binary packets awaiting their attachments
-    # (it forgets a connection's entry when the connection goes).
+    if eio_sid not in server.environ:  # the connection closed meanwhile
+        return None
+    # python-socketio's own table of the binary packets awaiting their attachments.
     awaiting = server._binary_packet
     if not isinstance(data, str):
         if eio_sid not in awaiting:
@@ -95,9 +109,13 @@ def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
         if not 0 < pkt.attachment_count <= MAX_ATTACHMENTS:
             return close(server, eio_sid, f"{pkt.attachment_count} binary attachments "
                                           f"announced (at most {MAX_ATTACHMENTS})")
-        if server.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/") is None:
+        if sorted(placeholders(pkt.data)) != list(range(pkt.attachment_count)):
+            return close(server, eio_sid, "binary placeholders do not name each "
+                                          "attachment once")
+        sid = server.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/")
+        if sid is None or not server.manager.is_connected(sid, pkt.namespace or "/"):
             return close(server, eio_sid, f"binary packet on namespace {pkt.namespace}, "
-                                          "not joined")
+                                          "not connected")
         awaiting[eio_sid] = pkt
     else:
         close(server, eio_sid, pkt.error or f"unexpected packet type {kind!r}")
@@ -112,12 +130,9 @@ def attach(server: socketio.Server, limiter: RateLimiter, eio_sid: str, data: by
     if pkt.attachment_bytes > server.eio.max_http_buffer_size:
         del server._binary_packet[eio_sid]
         return close(server, eio_sid, "binary attachments over the message size limit")
-    try:
-        if not pkt.add_attachment(data):
-            return None
-        problem = event_problem(pkt.data) if pkt.packet_type == packet.BINARY_EVENT else None
-    except (IndexError, KeyError, TypeError):  # a placeholder's "num" names no attachment
-        problem = "a binary placeholder names no attachment"
+    if not pkt.add_attachment(data):  # the placeholders were checked at the announcement
+        return None
+    problem = event_problem(pkt.data) if pkt.packet_type == packet.BINARY_EVENT else None
     del server._binary_packet[eio_sid]
     if pkt.packet_type == packet.BINARY_ACK:
         if problem is None and isinstance(pkt.data, list):
@@ -129,6 +144,20 @@ def attach(server: socketio.Server, limiter: RateLimiter, eio_sid: str, data: by
     else:
         refuse_event(server, limiter, eio_sid, pkt, problem)
     return None
+
+
+def placeholders(data: Any) -> list[Any]:
+    """The ``num`` of every binary placeholder in a decoded packet (at most
+    ``safe_json.MAX_DEPTH`` deep), as python-socketio would substitute them; a ``num``
+    that is no plain integer is listed as it is, and matches no attachment."""
+    if isinstance(data, list):
+        return [num for item in data for num in placeholders(item)]
+    if isinstance(data, dict):
+        if data.get("_placeholder") and "num" in data:
+            num = data["num"]
+            return [num if type(num) is int else repr(num)]
+        return [num for value in data.values() for num in placeholders(value)]
+    return []
 
 
 def event_problem(data: Any) -> str | None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import itertools
 import re
-from json import dumps  # noqa: F401 - part of the module interface
+from json import (
+    detect_encoding,
+    dumps,  # noqa: F401 - part of the module interface
+)
 from typing import Any
 
 from engineio import json as engineio_json
@@ -41,8 +44,8 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         value = engineio_json.loads(text, **kwargs)
     except RecursionError:
         raise TooDeep() from None
-    if isinstance(text, bytes | bytearray):
-        text = text.decode("utf-8", "replace")
+    if isinstance(text, bytes | bytearray):  # as json.loads reads it (UTF-16 too)
+        text = text.decode(detect_encoding(text), "replace")
     # A valid document's strings are well formed, so stripping them is linear; a
     # document with few brackets cannot be deep at all.
     if text.count("[") + text.count("{") > MAX_DEPTH and depth(text) > MAX_DEPTH:

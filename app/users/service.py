@@ -362,7 +362,10 @@ def _commit() -> None:
 
 def _duplicate(exc: IntegrityError) -> DuplicateError:
     """The DuplicateError of a unique constraint's refusal (after a rollback): the
-    constraints and indexes on usernames and emails are named for their column."""
+    constraints and indexes on usernames and emails are named for their column (read
+    from PostgreSQL's diagnostics, whose message also quotes the value)."""
     db.session.rollback()
-    field = "email" if "email" in str(exc.orig).lower() else "username"
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None) or str(exc.orig)
+    field = "email" if "email" in name.lower() else "username"
     return DuplicateError({field: [f"This {field} is already taken."]})
