@@ -16,9 +16,9 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     """Build the application: config, extensions, blueprints, namespaces, CLI, errors."""
     app = Flask(__name__, instance_path=str(INSTANCE_DIR))
     name = config_name or os.environ.get("FLASK_CONFIG") or "development"
-    if name.lower() not in config:
+    if (chosen := config.get(name.lower())) is None:
         raise RuntimeError(f"FLASK_CONFIG={name!r}: use one of {', '.join(config)}")
-    app.config.from_object(config[name.lower()])
+    app.config.from_object(chosen)
     if overrides:
         app.config.update(overrides)
     os.makedirs(app.instance_path, exist_ok=True)

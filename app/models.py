@@ -65,6 +65,12 @@ class UTCDateTime(TypeDecorator):
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def secret_digest(secret: str) -> str:
+    """What is stored of a bearer secret (an API token, a login session's key): its
+    SHA-256, in hex."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def hash_password(password: str) -> str:
     """How every password is stored (``User.password_hash``)."""
     return generate_password_hash(password)
@@ -212,9 +218,7 @@ class ApiToken(db.Model):
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
-    @staticmethod
-    def hash(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
+    hash = staticmethod(secret_digest)
 
     @classmethod
     def issue(cls, user: User, lifetime: timedelta) -> tuple[ApiToken, str]:

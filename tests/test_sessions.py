@@ -8,10 +8,9 @@ from datetime import timedelta
 from flask.testing import FlaskClient
 from sqlalchemy import func, insert, select, update
 
-from app.auth.sessions import digest
 from app.auth.tokens import issue_token
 from app.extensions import db
-from app.models import LoginSession, User, UserChange, utcnow
+from app.models import LoginSession, User, UserChange, secret_digest, utcnow
 from app.users.bulk import bulk_action
 from app.users.history import revert
 from app.users.service import delete_user, update_user
@@ -266,7 +265,7 @@ def test_a_login_racing_a_password_change_keeps_the_changers_session(app, bob, m
             epoch = conn.scalar(select(User.session_epoch).where(User.id == bob.id))
             now = utcnow()
             conn.execute(insert(LoginSession.__table__).values(
-                key_hash=digest("A" * 43), user_id=bob.id, epoch=epoch, created_at=now,
+                key_hash=secret_digest("A" * 43), user_id=bob.id, epoch=epoch, created_at=now,
                 expires_at=now + timedelta(days=1)))
         return right
 

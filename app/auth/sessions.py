@@ -11,7 +11,6 @@ lasts at most ``PERMANENT_SESSION_LIFETIME`` (``REMEMBER_COOKIE_DURATION`` with
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from datetime import timedelta
@@ -22,15 +21,10 @@ from flask_login.config import COOKIE_DURATION, COOKIE_NAME
 from sqlalchemy import delete, or_, select, update
 
 from app.extensions import db
-from app.models import LoginSession, User, utcnow
+from app.models import LoginSession, User, secret_digest, utcnow
 
 # Digests looked up in one query by the sockets' sweep.
 LOOKUP_BATCH = 500
-
-
-def digest(key: str) -> str:
-    """What is stored and shown of a login session's key."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def remembered() -> bool:
@@ -58,8 +52,9 @@ def start_session(user: User, remember: bool = False) -> bool:
         LoginSession.user_id == user.id,
         or_(LoginSession.expires_at <= now, LoginSession.epoch != epoch_now)))
     key = secrets.token_urlsafe(32)
-    db.session.add(LoginSession(key_hash=digest(key), user_id=user.id, epoch=user.session_epoch,
-                                created_at=now, expires_at=now + lifetime))
+    db.session.add(LoginSession(key_hash=secret_digest(key), user_id=user.id,
+                                epoch=user.session_epoch, created_at=now,
+                                expires_at=now + lifetime))
     db.session.commit()
     user.login_key = key
     return login_user(user, remember=remember, duration=lifetime)
@@ -69,7 +64,7 @@ def session_user(user_id: int, key: str) -> User | None:
     """The user of login session ``key``, if it has not ended."""
     user = db.session.scalar(
         select(User).join(LoginSession, LoginSession.user_id == User.id)
-        .where(LoginSession.key_hash == digest(key), User.id == user_id,
+        .where(LoginSession.key_hash == secret_digest(key), User.id == user_id,
                LoginSession.epoch == User.session_epoch, LoginSession.expires_at > utcnow()))
     if user is not None:
         user.login_key = key
@@ -91,7 +86,7 @@ def live_digests(digests: Iterable[str]) -> set[str]:
 
 def end_session(key: str) -> None:
     """End login session ``key`` (a logout); commits."""
-    db.session.execute(delete(LoginSession).where(LoginSession.key_hash == digest(key)))
+    db.session.execute(delete(LoginSession).where(LoginSession.key_hash == secret_digest(key)))
     db.session.commit()
 
 

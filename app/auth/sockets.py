@@ -9,12 +9,12 @@ from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 from sqlalchemy.exc import DBAPIError
 
-from app.auth.sessions import digest, live_digests
+from app.auth.sessions import live_digests
 from app.auth.tokens import TokenHolder, live_token_hashes, user_for_token
 from app.chat.hub import chat_hub, close_user_bridges
 from app.cluster import ClusterManager, current_cluster
 from app.extensions import db, socketio
-from app.models import ApiToken, User
+from app.models import User, secret_digest
 
 SESSION_KEY = "socket_user"
 SESSION_ROOM = "session:"
@@ -31,7 +31,7 @@ def user_room(user_id: int) -> str:
 
 def session_room(key_hash: str) -> str:
     """The room of the sockets opened with the login session whose key has SHA-256
-    ``key_hash`` (``app.auth.sessions.digest``), in every namespace."""
+    ``key_hash`` (``app.models.secret_digest``), in every namespace."""
     return f"{SESSION_ROOM}{key_hash}"
 
 
@@ -57,9 +57,9 @@ def authenticate(auth: Any) -> User | TokenHolder:
     try:
         if current_user.is_authenticated and current_user.is_active:
             user = current_user._get_current_object()
-            join_room(session_room(digest(user.login_key)))
+            join_room(session_room(secret_digest(user.login_key)))
         elif isinstance(auth, dict) and (user := user_for_token(auth.get("token"))):
-            join_room(token_room(ApiToken.hash(auth["token"])))
+            join_room(token_room(secret_digest(auth["token"])))
     except DBAPIError:
         db.session.rollback()
         raise ConnectionRefusedError(UNAVAILABLE) from None
@@ -126,10 +126,17 @@ def disconnect_session(key: str) -> None:
     While Redis is down the notice is lost: the other processes close them at their
     next ``close_ended_sessions`` instead.
     """
-    key_hash = digest(key)
+    key_hash = secret_digest(key)
     _disconnect_room(session_room(key_hash))
     if (cluster := current_cluster()) is not None:
         cluster.notify("disconnect_session", key_hash=key_hash)
+
+
+def _opened(prefix: str) -> set[str]:
+    """What follows ``prefix`` in the names of this process's rooms, every namespace."""
+    return {room.removeprefix(prefix) for namespace in NAMESPACES
+            for room in list(socketio.server.manager.rooms.get(namespace, {}))
+            if isinstance(room, str) and room.startswith(prefix)}
 
 
 def close_ended_sessions() -> int:
@@ -141,9 +148,7 @@ def close_ended_sessions() -> int:
     ``SESSION_SWEEP_SECONDS``, reads the database instead, so a logout on another
     process also closes them while the queue is down.
     """
-    opened = {room.removeprefix(SESSION_ROOM) for namespace in NAMESPACES
-              for room in list(socketio.server.manager.rooms.get(namespace, {}))
-              if isinstance(room, str) and room.startswith(SESSION_ROOM)}
+    opened = _opened(SESSION_ROOM)
     if not opened:
         return 0
     ended = opened - live_digests(opened)
@@ -157,10 +162,7 @@ def close_revoked_tokens() -> int:
     else", on any process) or expired; returns how many. Run by the live feed with
     ``close_ended_sessions``."""
     hub = chat_hub()
-    opened = {room.removeprefix(TOKEN_ROOM) for namespace in NAMESPACES
-              for room in list(socketio.server.manager.rooms.get(namespace, {}))
-              if isinstance(room, str) and room.startswith(TOKEN_ROOM)}
-    opened |= hub.token_hashes() if hub is not None else set()
+    opened = _opened(TOKEN_ROOM) | (hub.token_hashes() if hub is not None else set())
     if not opened:
         return 0
     revoked = opened - live_token_hashes(opened)

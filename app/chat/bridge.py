@@ -27,7 +27,7 @@ from app.chat.hub import ACCOUNT_GONE, POLICY_VIOLATION, Bridge, chat_hub, close
 from app.chat.relay import chat_relay
 from app.chat.rules import ClientError, TokenBucket, client_id, message_text, payload, room_name
 from app.extensions import db, socketio
-from app.models import ApiToken, User
+from app.models import User, secret_digest
 from app.realtime import safe_json
 
 log = logging.getLogger("app.realtime")
@@ -66,7 +66,7 @@ def serve(room: str) -> Response:
     relay.start(current_app._get_current_object())
     bridge = Bridge(f"ws:{uuid.uuid4().hex}", me["id"], room, ws,
                     send_timeout=current_app.config["CHAT_WS_SEND_TIMEOUT"],
-                    token_hash=ApiToken.hash(token))
+                    token_hash=secret_digest(token))
     # No history is sent here: every message after this one comes as a frame.
     relay.open_room(room, lambda: hub.join(bridge.conn, me["username"], room, bridge))
     db.session.remove()  # the connection may live for hours: give the DB connection back

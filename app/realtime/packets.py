@@ -97,14 +97,8 @@ def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
         server._handle_connect(eio_sid, pkt.namespace, pkt.data)
     elif pkt.error is None and kind == packet.DISCONNECT:
         server._handle_disconnect(eio_sid, pkt.namespace, server.reason.CLIENT_DISCONNECT)
-    elif kind == packet.EVENT:
-        problem = pkt.error or event_problem(pkt.data)
-        if problem is None:
-            server._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
-        else:
-            refuse_event(server, limiter, eio_sid, pkt, problem)
-    elif pkt.error is None and kind == packet.ACK and isinstance(pkt.data, list):
-        server._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+    elif kind in (packet.EVENT, packet.ACK):
+        dispatch(server, limiter, eio_sid, pkt)
     elif pkt.error is None and kind in (packet.BINARY_EVENT, packet.BINARY_ACK):
         if not 0 < pkt.attachment_count <= MAX_ATTACHMENTS:
             return close(server, eio_sid, f"{pkt.attachment_count} binary attachments "
@@ -124,26 +118,32 @@ def handle_message(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
 
 def attach(server: socketio.Server, limiter: RateLimiter, eio_sid: str, data: bytes) -> None:
     """One attachment of the binary packet ``eio_sid`` announced; the last one dispatches
-    the packet (an event whose placeholders name no attachment is answered an error)."""
+    the packet."""
     pkt: GuardedPacket = server._binary_packet[eio_sid]
     pkt.attachment_bytes += len(data)
     if pkt.attachment_bytes > server.eio.max_http_buffer_size:
         del server._binary_packet[eio_sid]
         return close(server, eio_sid, "binary attachments over the message size limit")
-    if not pkt.add_attachment(data):  # the placeholders were checked at the announcement
-        return None
-    problem = event_problem(pkt.data) if pkt.packet_type == packet.BINARY_EVENT else None
-    del server._binary_packet[eio_sid]
-    if pkt.packet_type == packet.BINARY_ACK:
-        if problem is None and isinstance(pkt.data, list):
-            server._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
-            return None
-        return close(server, eio_sid, problem or "an acknowledgement without a list")
-    if problem is None:
-        server._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
-    else:
-        refuse_event(server, limiter, eio_sid, pkt, problem)
+    if pkt.add_attachment(data):  # the placeholders were checked at the announcement
+        del server._binary_packet[eio_sid]
+        dispatch(server, limiter, eio_sid, pkt)
     return None
+
+
+def dispatch(server: socketio.Server, limiter: RateLimiter, eio_sid: str,
+             pkt: GuardedPacket) -> None:
+    """An event or acknowledgement, binary ones with their attachments in place: to its
+    handler, else an event is answered an error and an acknowledgement closes."""
+    if pkt.packet_type in (packet.EVENT, packet.BINARY_EVENT):
+        problem = pkt.error or event_problem(pkt.data)
+        if problem is None:
+            server._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+        else:
+            refuse_event(server, limiter, eio_sid, pkt, problem)
+    elif pkt.error is None and isinstance(pkt.data, list):
+        server._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+    else:
+        close(server, eio_sid, pkt.error or "an acknowledgement without a list")
 
 
 def placeholders(data: Any) -> list[Any]:
