@@ -15,7 +15,10 @@ them through nginx:
 The changes are PATCHes through nginx, the writers spread over both processes (or,
 with ``--writer sql``, plain SQL UPDATEs straight to PostgreSQL). Each writer waits for
 its answer before the next change, so a slow server slows the writers: the rate they
-reached is printed.
+reached is printed. The measuring clients are swarm.mjs's lean WebSocket client (its
+``"client": "raw"``), which parses a frame shared by many subscribers once, so that on
+this 2-core machine the swarm leaves the CPU to the servers; ``--client socket.io``
+measures with socket.io-client instead.
 nginx's ip_hash keys on the first three octets of the client's IPv4 address, so each
 half of the swarm connects from its own loopback /24 (127.0.K.1), probed first for the
 process it lands on; the clients each process holds are counted from its established
@@ -25,6 +28,7 @@ TCP connections (``ss``) and printed.
     .venv/bin/python bench/cluster.py --runs 3
     .venv/bin/python bench/cluster.py --clients 1000 --burst 100 --seconds 5
     .venv/bin/python bench/cluster.py --writer sql     # plain SQL straight to PostgreSQL
+    .venv/bin/python bench/cluster.py --client socket.io
 
 PostgreSQL: ``--database-url`` (default postgresql://postgres@127.0.0.1:5432), a role
 that may create databases. Needs Debian's nginx and redis-server.
@@ -200,13 +204,13 @@ def sql_loop(db_url: str, user_id: int, times: list[float]) -> None:
                          (f"s{user_id}-{next(EDITS)}@example.com", user_id))
 
 
-def connect(cluster: Cluster, port: int, clients: int) -> Swarm:
+def connect(cluster: Cluster, port: int, clients: int, client: str) -> Swarm:
     """A swarm of ``clients`` /users subscribers through nginx, landing on ``port``."""
     swarm = Swarm()
     swarm.ask("connect " + json.dumps({
         "url": cluster.nginx.url, "namespace": "/users", "event": "changes",
         "token": cluster.token, "subscribe": True, "clients": clients,
-        "localAddress": cluster.sources[port], "batch": 100}))
+        "localAddress": cluster.sources[port], "batch": 100, "client": client}))
     return swarm
 
 
@@ -235,13 +239,13 @@ def run_once(cluster: Cluster, args: argparse.Namespace) -> dict:
     burst_events = int(args.burst * args.seconds)
     burst = partial(cluster.writes, burst_events, 1 / args.burst, args.writers, args.writer)
     started = time.monotonic()
-    swarms = [connect(cluster, one, half)]
+    swarms = [connect(cluster, one, half, args.client)]
     try:
         connected = [round(time.monotonic() - started, 1)]
         time.sleep(1)
         a = case(cluster, swarms, half, spaced, args.events)
         started = time.monotonic()
-        swarms.append(connect(cluster, two, args.clients - half))
+        swarms.append(connect(cluster, two, args.clients - half, args.client))
         connected.append(round(time.monotonic() - started, 1))
         time.sleep(1)
         b = case(cluster, swarms, args.clients, spaced, args.events)
@@ -284,6 +288,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8, help="writer threads")
     parser.add_argument("--writer", choices=["api", "sql"], default="api",
                         help="PATCH through nginx, or plain SQL UPDATEs to PostgreSQL")
+    parser.add_argument("--client", choices=["raw", "socket.io"], default="raw",
+                        help="the measuring clients: swarm.mjs's lean WebSocket client, "
+                             "or socket.io-client")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
