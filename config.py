@@ -68,6 +68,10 @@ class Config:
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE") or None
     # Largest Socket.IO message accepted (bytes); chat messages are a few KB at most.
     SOCKETIO_MAX_HTTP_BUFFER_SIZE = int(os.environ.get("SOCKETIO_MAX_HTTP_BUFFER_SIZE", 64 * 1024))
+    # WebSockets (Socket.IO's and /ws/chat's) compressed with permessage-deflate when the
+    # client offers it (browsers do): a message is compressed once for all its sockets
+    # (app/deflate.py). WEBSOCKET_COMPRESSION=0 turns it off.
+    WEBSOCKET_COMPRESSION = os.environ.get("WEBSOCKET_COMPRESSION", "1") != "0"
     # Every client event of every namespace, per connection: events per second and burst.
     SOCKETIO_EVENT_RATE = float(os.environ.get("SOCKETIO_EVENT_RATE", 50))
     SOCKETIO_EVENT_BURST = int(os.environ.get("SOCKETIO_EVENT_BURST", 200))

@@ -43,11 +43,13 @@ class ConnectionRegistry:
     REFUSAL_LOG_EVERY = 10.0  # seconds: a stampede of refusals is one log line, not 4,000
 
     def __init__(self, per_address: int, total: int, trusted_proxies: list[str],
-                 max_message_size: int, engineio_path: str = "socket.io") -> None:
+                 max_message_size: int, engineio_path: str = "socket.io",
+                 compression: bool = True) -> None:
         self.per_address = per_address
         self.total = total
         self.trusted_proxies = set(trusted_proxies)
         self.max_message_size = max_message_size
+        self.compression = compression  # WebSockets may negotiate permessage-deflate
         self.engineio_path = "/" + engineio_path.strip("/") + "/"
         self.counts: Counter[str] = Counter()
         self.open = 0
@@ -64,7 +66,8 @@ class ConnectionRegistry:
     def from_config(cls, config: Mapping[str, Any]) -> ConnectionRegistry:
         return cls(config["SOCKETIO_MAX_CONNECTIONS_PER_ADDRESS"],
                    config["SOCKETIO_MAX_CONNECTIONS"], config["SOCKETIO_TRUSTED_PROXIES"],
-                   config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"])
+                   config["SOCKETIO_MAX_HTTP_BUFFER_SIZE"],
+                   compression=config["WEBSOCKET_COMPRESSION"])
 
     @staticmethod
     def of(app: Any) -> ConnectionRegistry | None:

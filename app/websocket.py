@@ -6,8 +6,9 @@ in Python, before Engine.IO or a view sees its size: one 20 MB frame froze every
 of the process. Here a message bigger than ``SOCKETIO_MAX_HTTP_BUFFER_SIZE`` is refused
 from its frame header (close 1009, nothing of it read), unmasking is one big-integer XOR,
 a close sends its status code, and closing also shuts the TCP connection down, so that a
-reader blocked on a silent client returns and its socket is released. The handler also
-applies the connection caps of ``app.connections`` before a request opens a connection.
+reader blocked on a silent client returns and its socket is released. Messages are
+compressed where the client offers it (``app.deflate``). The handler also applies the
+connection caps of ``app.connections`` before a request opens a connection.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler as BaseHandler
 from geventwebsocket.websocket import Header, Stream, WebSocket
 
+from app import deflate
 from app.connections import ConnectionRegistry
 
 MESSAGE_TOO_BIG = 1009
+COMPRESSED = Header.RSV0_MASK  # the frame bit RFC 6455 calls RSV1: a compressed message
 GOING_AWAY = 1001
 # Engine.IO's own default, for an application without a ConnectionRegistry.
 DEFAULT_MAX_MESSAGE = 1_000_000
@@ -44,23 +47,77 @@ def unmask(payload: bytes, mask: bytes) -> bytes:
         n, "little")
 
 
-class LimitedWebSocket(WebSocket):
-    """A gevent-websocket WebSocket whose messages are at most ``max_size`` bytes, and
-    whose frames are written one at a time: a writer blocked on a client that does not
-    read makes the reader's pong or close reply wait, not fail; ``close`` does not wait
-    for it and cuts the connection off instead."""
+def data_frame(message: str | bytes | bytearray, opcode: int, compress: bool) -> bytes:
+    """A whole unmasked text or binary frame (a server's) for ``message``."""
+    if compress:
+        payload, flags = deflate.deflate(message), COMPRESSED
+    else:
+        payload, flags = message.encode() if isinstance(message, str) else bytes(message), 0
+    return Header.encode_header(True, opcode, b"", len(payload), flags) + payload
 
-    __slots__ = ("max_size", "sending")
+
+class LimitedWebSocket(WebSocket):
+    """A gevent-websocket WebSocket whose messages are at most ``max_size`` bytes (once
+    inflated, with ``compress``), and whose frames are written one at a time: a writer
+    blocked on a client that does not read makes the reader's pong or close reply wait,
+    not fail; ``close`` does not wait for it and cuts the connection off instead."""
+
+    __slots__ = ("compress", "max_size", "sending")
 
     def __init__(self, environ: dict, stream: Stream, handler: WebSocketHandler,
-                 max_size: int) -> None:
+                 max_size: int, compress: bool = False) -> None:
         super().__init__(environ, stream, handler)
         self.max_size = max_size
+        self.compress = compress  # permessage-deflate was negotiated
         self.sending = BoundedSemaphore()
 
     def send_frame(self, message: Any, opcode: int) -> None:
+        if opcode not in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            with self.sending:
+                super().send_frame(message, opcode)
+            return
+        frame = data_frame(message, opcode, self.compresses(message))
         with self.sending:
-            super().send_frame(message, opcode)
+            if self.closed:
+                raise WebSocketError("Connection is already closed")
+            try:
+                self.raw_write(frame)
+            except OSError as exc:
+                raise WebSocketError("Socket is dead") from exc
+
+    def compresses(self, message: Any) -> bool:
+        return self.compress and len(message) >= deflate.MIN_SIZE
+
+    def send_now(self, message: str, frames: dict[bool, bytes]) -> bool:
+        """Write ``message`` as a text frame now if no other frame is being written and
+        the socket takes some of it without waiting (the rest is written in the
+        background, before any other frame); False when nothing was written.
+
+        ``frames`` holds the frames already encoded for the same message, plain and
+        compressed, so a message fanned out to many sockets is encoded once.
+        """
+        if self.closed or not self.sending.acquire(blocking=False):
+            return False
+        compress = self.compresses(message)
+        if (frame := frames.get(compress)) is None:
+            frame = frames[compress] = data_frame(message, self.OPCODE_TEXT, compress)
+        try:
+            sent = self.handler.socket.send(frame, 0, 0.0)  # gevent: 0.0 never waits
+        except (OSError, AttributeError):  # EAGAIN: the buffer is full; or it is gone
+            sent = 0
+        if 0 < sent < len(frame):
+            gevent.spawn(self._send_rest, memoryview(frame)[sent:])  # keeps the lock
+            return True
+        self.sending.release()
+        return sent > 0
+
+    def _send_rest(self, rest: memoryview) -> None:
+        try:
+            self.raw_write(rest)
+        except OSError:
+            self.abort()  # a frame cut short: the connection cannot go on
+        finally:
+            self.sending.release()
 
     def read_frame(self, budget: int | None = None) -> tuple[Header, bytes]:
         """One frame; a data frame longer than ``budget`` raises MessageTooBig before a
@@ -69,7 +126,8 @@ class LimitedWebSocket(WebSocket):
         if stream is None:
             raise WebSocketError("Connection closed")
         header = Header.decode_header(stream)
-        if header.flags:
+        if header.flags and not (header.flags == COMPRESSED and self.compress and header.opcode
+                                 in (self.OPCODE_TEXT, self.OPCODE_BINARY)):
             raise ProtocolError("reserved bits set")
         if header.opcode < self.OPCODE_CLOSE and header.length > (
                 self.max_size if budget is None else budget):
@@ -82,9 +140,10 @@ class LimitedWebSocket(WebSocket):
         return header, payload
 
     def read_message(self) -> str | bytearray | None:
-        """The next text or binary message (fragments joined, their total bounded); None
-        after a close frame."""
+        """The next text or binary message (fragments joined, their total bounded, then
+        inflated if it was compressed); None after a close frame."""
         opcode = None
+        compressed = False
         message = bytearray()
         while True:
             header, payload = self.read_frame(self.max_size - len(message))
@@ -93,6 +152,7 @@ class LimitedWebSocket(WebSocket):
                 if opcode:
                     raise ProtocolError("new message inside a fragmented one")
                 opcode = code
+                compressed = bool(header.flags)
             elif code == self.OPCODE_CONTINUATION:
                 if not opcode:
                     raise ProtocolError("continuation frame without a message")
@@ -109,6 +169,13 @@ class LimitedWebSocket(WebSocket):
             message += payload
             if header.fin:
                 break
+        if compressed:
+            try:
+                message = bytearray(deflate.inflate(message, self.max_size))
+            except deflate.TooBig as exc:
+                raise MessageTooBig(str(exc)) from exc
+            except deflate.InflateError as exc:
+                raise ProtocolError(f"bad compressed message: {exc}") from exc
         if opcode == self.OPCODE_TEXT:
             return message.decode("utf-8")  # UnicodeDecodeError: closed with 1007
         return message
@@ -214,14 +281,21 @@ class WebSocketHandler(BaseHandler):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def upgrade_connection(self) -> Any:
-        """gevent-websocket's upgrade, then its WebSocket swapped for a LimitedWebSocket."""
+        """gevent-websocket's upgrade, then its WebSocket swapped for a LimitedWebSocket,
+        compressed if the client offers it and the application allows it."""
         result = super().upgrade_connection()
         plain = self.environ.get("wsgi.websocket")
         if plain is not None:
             plain.closed = True  # never used: its __del__ must not send a close frame
             registry = ConnectionRegistry.of(self.application)
             limit = registry.max_message_size if registry else DEFAULT_MAX_MESSAGE
-            self.websocket = LimitedWebSocket(self.environ, Stream(self), self, limit)
+            answer = None
+            if registry is None or registry.compression:
+                answer = deflate.negotiate(self.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", ""))
+            if answer:  # the 101 response's headers are written after this returns
+                self.response_headers.append((b"Sec-WebSocket-Extensions", answer.encode()))
+            self.websocket = LimitedWebSocket(self.environ, Stream(self), self, limit,
+                                              compress=answer is not None)
             self.environ["wsgi.websocket"] = self.websocket
         return result
 

@@ -17,9 +17,11 @@
 // event delivers every change up to its cursor that the client had not seen: each is
 // timed from its own commit (sent by `commits`, read from the change log), listed in the
 // event or not.
+import { randomBytes } from "node:crypto";
+import net from "node:net";
 import { createInterface } from "node:readline";
+import { constants, inflateRawSync } from "node:zlib";
 import { io } from "socket.io-client";
-import WebSocket from "ws";
 
 let sockets = [];
 let latencies = [];
@@ -88,40 +90,76 @@ function open(index, opts) {
   });
 }
 
-// A lean Socket.IO client over a plain WebSocket (Engine.IO 4, Socket.IO 5: open, ping,
-// namespace connect with auth, subscribe with an ack, events) for the "changes" event.
-// The server encodes a change frame once for all of its subscribers, so identical bytes
-// are parsed once (compared whole, never guessed): the swarm's cost per delivery is then
-// the socket's, not JSON.parse's, and the measuring clients leave the CPU to the servers.
-const parsed = [];  // the latest distinct frames: {frame, changes: [[cursor, time]...]}
-const PARSED_KEEP = 64;
+// A lean Socket.IO client (Engine.IO 4, Socket.IO 5: open, ping, namespace connect with
+// auth, subscribe with an ack, events) on a minimal WebSocket over a TCP socket that
+// offers permessage-deflate, for the "changes" event. The server compresses and encodes a
+// change frame once for all of its subscribers, so identical bytes are inflated and parsed
+// once (compared whole, never guessed): the swarm's cost per delivery is then the socket's,
+// not zlib's or JSON.parse's, and the measuring clients leave the CPU to the servers.
+const KEEP = 64;  // distinct frames remembered
+const inflated = [];  // {payload, text}: the latest compressed frames and their text
+const parsed = [];  // {frame, changes: [[cursor, time]...]}: the latest frames' changes
+const TAIL = Buffer.from([0, 0, 0xff, 0xff]);
+
+function remembered(list, key) {
+  for (let i = list.length - 1; i >= 0; i--) {
+    const entry = list[i];
+    if (entry.key.length === key.length && entry.key.equals(key)) return entry;
+  }
+  return null;
+}
+
+function remember(list, key, value) {
+  if (list.push({ key: Buffer.from(key), value }) > KEEP) list.shift();
+  return value;
+}
+
+function textOf(payload, compressed) {
+  if (!compressed) return payload;
+  const hit = remembered(inflated, payload);
+  return hit ? hit.value : remember(inflated, payload, inflateRawSync(Buffer.concat([payload, TAIL]),
+    { finishFlush: constants.Z_SYNC_FLUSH }));
+}
 
 function changesOf(frame, skip) {
-  for (let i = parsed.length - 1; i >= 0; i--) {
-    const entry = parsed[i];
-    if (entry.frame.length === frame.length && entry.frame.equals(frame)) return entry.changes;
-  }
+  const hit = remembered(parsed, frame);
+  if (hit) return hit.value;
   const [event, data] = JSON.parse(frame.toString("utf8", skip));
   const list = event === "changes" ? data : event === "change" ? [data] : [];
-  const changes = list.map((c) => [c.cursor, commitTime(c)]);
-  if (parsed.push({ frame, changes }) > PARSED_KEEP) parsed.shift();
-  return changes;
+  return remember(parsed, frame, list.map((c) => [c.cursor, commitTime(c)]));
+}
+
+function wsFrame(text) {  // a masked client text frame (short: under 64 KB)
+  const data = Buffer.from(text);
+  const mask = randomBytes(4);
+  const head = data.length < 126 ? Buffer.from([0x81, 0x80 | data.length])
+    : Buffer.from([0x81, 0x80 | 126, data.length >> 8, data.length & 0xff]);
+  for (let i = 0; i < data.length; i++) data[i] ^= mask[i & 3];
+  return Buffer.concat([head, mask, data]);
 }
 
 function openRaw(index, opts) {
   return new Promise((resolve, reject) => {
     const ns = opts.namespace;
     const event = Buffer.from(`42${ns},`);
-    const ws = new WebSocket(`${opts.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`,
-                             { localAddress: opts.localAddress, perMessageDeflate: false,
-                               skipUTF8Validation: true });
-    const client = { connected: false, disconnect: () => ws.close() };
+    const url = new URL(opts.url);
+    const sock = net.connect({ host: url.hostname, port: url.port, localAddress: opts.localAddress });
+    sock.setNoDelay(true);
+    const send = (text) => sock.write(wsFrame(text));
+    const client = { connected: false, disconnect: () => sock.destroy() };
     let last = -1;  // the last cursor this client saw
+    let buffer = null;  // bytes not yet parsed: the HTTP answer, then frames
+    let upgraded = false;
     const timer = setTimeout(() => reject(new Error(`client ${index}: connect timeout`)), 60000);
-    const fail = (why) => { clearTimeout(timer); reject(new Error(`client ${index}: ${why}`)); };
-    ws.on("error", (err) => fail(String(err)));
-    ws.on("close", () => { client.connected = false; });
-    ws.on("message", (frame) => {
+    const fail = (why) => { clearTimeout(timer); sock.destroy(); reject(new Error(`client ${index}: ${why}`)); };
+    sock.on("error", (err) => fail(String(err)));
+    sock.on("close", () => { client.connected = false; });
+    sock.write(`GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: ${url.host}\r\n`
+      + `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n`
+      + `Sec-WebSocket-Key: ${randomBytes(16).toString("base64")}\r\n`
+      + `Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n`);
+
+    function message(frame) {
       if (frame.length > event.length && frame.compare(event, 0, event.length, 0, event.length) === 0) {
         const arrived = now();
         for (const [cursor, sentAt] of changesOf(frame, event.length)) {
@@ -132,15 +170,15 @@ function openRaw(index, opts) {
         }
         return;
       }
-      if (frame[0] === 0x32) return ws.send("3");  // Engine.IO ping -> pong
+      if (frame[0] === 0x32) return send("3");  // Engine.IO ping -> pong
       if (frame[0] === 0x30) {  // Engine.IO open -> Socket.IO namespace connect
-        return ws.send(`40${ns},` + JSON.stringify(opts.token ? { token: opts.token } : {}));
+        return send(`40${ns},` + JSON.stringify(opts.token ? { token: opts.token } : {}));
       }
       const text = frame.toString("utf8");
       if (text.startsWith(`40${ns},`)) {  // connected
         client.connected = true;
         if (!opts.subscribe) { clearTimeout(timer); return resolve(client); }
-        return ws.send(`42${ns},1["subscribe",{"since":null}]`);
+        return send(`42${ns},1["subscribe",{"since":null}]`);
       }
       if (text.startsWith(`44${ns},`)) return fail(text);  // connect_error
       if (text.startsWith(`43${ns},1`)) {  // the subscribe's ack
@@ -149,6 +187,39 @@ function openRaw(index, opts) {
         clearTimeout(timer);
         resolve(client);
       }
+    }
+
+    sock.on("data", (chunk) => {
+      buffer = buffer ? Buffer.concat([buffer, chunk]) : chunk;
+      if (!upgraded) {
+        const end = buffer.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const head = buffer.toString("latin1", 0, end);
+        if (!head.startsWith("HTTP/1.1 101")) return fail(head.split("\r\n")[0]);
+        upgraded = true;
+        buffer = buffer.subarray(end + 4);
+      }
+      while (buffer.length >= 2) {  // server frames: unmasked, never fragmented here
+        let length = buffer[1] & 0x7f;
+        let start = 2;
+        if (length === 126) {
+          if (buffer.length < 4) break;
+          length = buffer.readUInt16BE(2);
+          start = 4;
+        } else if (length === 127) {
+          if (buffer.length < 10) break;
+          length = Number(buffer.readBigUInt64BE(2));
+          start = 10;
+        }
+        if (buffer.length < start + length) break;
+        const first = buffer[0];
+        const payload = buffer.subarray(start, start + length);
+        buffer = buffer.subarray(start + length);
+        const opcode = first & 0x0f;
+        if (opcode === 1 || opcode === 2) message(textOf(payload, (first & 0x40) !== 0));
+        else if (opcode === 8) sock.end();
+      }
+      if (!buffer.length) buffer = null;
     });
   });
 }

@@ -14,14 +14,19 @@ class RawWebSocket:
     """One WebSocket connection, driven byte by byte."""
 
     def __init__(self, port: int, path: str, timeout: float = 10,
-                 extra_headers: str = "") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                 extra_headers: str = "", receive_buffer: int | None = None) -> None:
+        self.sock = socket.socket()
+        if receive_buffer:  # before connecting: the window it advertises stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             f"Sec-WebSocket-Version: 13\r\n{extra_headers}\r\n".encode())
         self.buffer = b""
+        self.compressed = False  # the last frame received had RSV1 set
         head = self._read_until(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
         self.response = head.decode(errors="replace")
@@ -52,9 +57,11 @@ class RawWebSocket:
         return data
 
     @staticmethod
-    def header(length: int, opcode: int = 1, fin: bool = True, mask: bytes = b"\0\0\0\0") -> bytes:
-        """A masked client frame's header announcing ``length`` payload bytes."""
-        first = (0x80 if fin else 0) | opcode
+    def header(length: int, opcode: int = 1, fin: bool = True, mask: bytes = b"\0\0\0\0",
+               compressed: bool = False) -> bytes:
+        """A masked client frame's header announcing ``length`` payload bytes (with RSV1,
+        permessage-deflate's bit, if ``compressed``)."""
+        first = (0x80 if fin else 0) | (0x40 if compressed else 0) | opcode
         if length < 126:
             head = struct.pack("!BB", first, 0x80 | length)
         elif length <= 0xFFFF:
@@ -64,18 +71,20 @@ class RawWebSocket:
         return head + mask
 
     @staticmethod
-    def frame(payload: bytes, opcode: int = 1, fin: bool = True) -> bytes:
+    def frame(payload: bytes, opcode: int = 1, fin: bool = True,
+              compressed: bool = False) -> bytes:
         """A whole masked frame (the mask is random)."""
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        return RawWebSocket.header(len(payload), opcode, fin, mask) + masked
+        return RawWebSocket.header(len(payload), opcode, fin, mask, compressed) + masked
 
     def send_text(self, text: str) -> None:
         self.sock.sendall(self.frame(text.encode()))
 
     def recv_frame(self) -> tuple[int, bytes]:
-        """The next server frame: (opcode, payload)."""
+        """The next server frame: (opcode, payload); ``compressed`` tells its RSV1 bit."""
         first, second = self._read(2)
+        self.compressed = bool(first & 0x40)
         length = second & 0x7F
         if length == 126:
             length = struct.unpack("!H", self._read(2))[0]

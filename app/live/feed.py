@@ -39,6 +39,7 @@ from app.live.changelog import (
 )
 from app.live.views import NAMESPACE, ViewRegistry, diff, plan_reads
 from app.models import user_payload
+from app.realtime import fanout
 from app.users.counts import table_counts
 
 log = logging.getLogger(__name__)
@@ -245,11 +246,9 @@ class Feed:
             return 0
         payloads = [change_payload(c) for c in changes]
         if len(payloads) == 1:
-            socketio.server.emit("change", payloads[0], to=ROOM, namespace=NAMESPACE,
-                                 ignore_queue=True)
+            fanout.emit(socketio.server, "change", payloads[0], ROOM, NAMESPACE)
         else:
-            socketio.server.emit("changes", payloads, to=ROOM, namespace=NAMESPACE,
-                                 ignore_queue=True)
+            fanout.emit(socketio.server, "changes", payloads, ROOM, NAMESPACE)
         if not bulk:
             self.views.absorb([
                 (c.cursor, c.user_id, user_payload(c.row_before) if c.row_before else None,
@@ -288,8 +287,7 @@ class Feed:
             event = {"cursor": self.head(), "counts": counts, "changes": self._unannounced,
                      "recent": self._recent}
             self._unannounced, self._recent = 0, []
-            socketio.server.emit("counts", event, to=VIEWS_ROOM, namespace=NAMESPACE,
-                                 ignore_queue=True)
+            fanout.emit(socketio.server, "counts", event, VIEWS_ROOM, NAMESPACE)
 
     def _refresh_views(self) -> None:
         """Re-read the pages that changes may have altered and send each its diff; tell

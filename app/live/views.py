@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.extensions import socketio
+from app.realtime import fanout
 from app.users.listing import Listing
 
 NAMESPACE = "/users"
@@ -170,8 +171,7 @@ class ViewRegistry:
 
     def emit(self, page: Page, event: dict[str, Any]) -> None:
         page.serial += 1
-        socketio.server.emit("view", event, to=page.room, namespace=NAMESPACE,
-                             ignore_queue=True)
+        fanout.emit(socketio.server, "view", event, page.room, NAMESPACE)
 
     def announce_totals(self, cursor: int) -> None:
         """Send the pages whose rows stayed but whose total moved their new total."""
