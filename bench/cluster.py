@@ -66,15 +66,20 @@ class BenchNginx(NginxProcess):
     simultaneous connections (each client is two: to nginx and on to the app) and a
     response header naming the app process that answered."""
 
-    def __init__(self, workdir: Path, app_ports: list[int], connections: int) -> None:
+    def __init__(self, workdir: Path, app_ports: list[int], connections: int,
+                 workers: int) -> None:
         super().__init__(workdir, app_ports)
         self.connections = connections
+        self.workers = workers
 
     def render(self) -> Path:
         main = super().render()
         text = main.read_text()
         events = "events { worker_connections 1024; }"
-        assert events in text and "http {\n" in text, "tests/servers.py's main config changed"
+        processes = "worker_processes 1;"
+        assert events in text and processes in text and "http {\n" in text, \
+            "tests/servers.py's main config changed"
+        text = text.replace(processes, f"worker_processes {self.workers};")
         text = text.replace(events, f"worker_rlimit_nofile {self.connections + 100};\n"
                                     f"events {{ worker_connections {self.connections}; }}")
         text = text.replace("http {\n", f"http {{\n    add_header {UPSTREAM_HEADER} "
@@ -87,14 +92,15 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def only_child(pid: int, timeout: float = 30) -> int:
-    """The one child of ``pid`` (gunicorn's worker, nginx's worker), once it exists."""
+def workers(pid: int, count: int = 1, timeout: float = 30) -> list[int]:
+    """The ``count`` children of ``pid`` (gunicorn's worker, nginx's workers), once they
+    exist."""
     deadline = time.monotonic() + timeout
-    while not (found := children(pid)):
+    while len(found := children(pid)) < count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"process {pid} started no worker")
+            raise RuntimeError(f"process {pid} started {len(found)} of {count} workers")
         time.sleep(0.1)
-    return found[0]
+    return found
 
 
 def upstream_of(nginx_port: int, source: str) -> int:
@@ -137,7 +143,8 @@ def held(port: int) -> int:
 class Cluster:
     """The database, Redis, two app processes and nginx of one benchmark."""
 
-    def __init__(self, workdir: Path, base_url: str, clients: int, writers: int) -> None:
+    def __init__(self, workdir: Path, base_url: str, clients: int, writers: int,
+                 nginx_workers: int) -> None:
         self.dbname = f"bench_cluster_{os.getpid()}"
         self.base_url = base_url.rstrip("/")
         self.redis: RedisServer | None = None
@@ -147,12 +154,12 @@ class Cluster:
                         "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {self.dbname}"],
                        check=True)
         try:
-            self._start(workdir, clients, writers)
+            self._start(workdir, clients, writers, nginx_workers)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, workdir: Path, clients: int, writers: int) -> None:
+    def _start(self, workdir: Path, clients: int, writers: int, nginx_workers: int) -> None:
         self.db_url = db_url = f"{self.base_url}/{self.dbname}"
         self.redis = RedisServer(workdir / "redis").start()
         env, self.token, self.ids = setup_livecrud(workdir, writers, db_url)
@@ -164,11 +171,12 @@ class Cluster:
         for n in (1, 2):
             self.apps.append(EntrypointProcess(db_url, workdir / f"app{n}", env).start())
         self.ports = [a.port for a in self.apps]
-        self.nginx = BenchNginx(workdir / "nginx", self.ports, 2 * clients + 1000).start()
+        self.nginx = BenchNginx(workdir / "nginx", self.ports, 2 * clients + 1000,
+                                nginx_workers).start()
         self.sources = sources_for(self.nginx.port, self.ports)  # after the workers answer
-        self.pids = {f"app{n}": only_child(a.proc.pid) for n, a in enumerate(self.apps, 1)}
-        self.pids["nginx"] = only_child(self.nginx.proc.pid)
-        self.pids["redis"] = self.redis.proc.pid
+        self.pids = {f"app{n}": workers(a.proc.pid) for n, a in enumerate(self.apps, 1)}
+        self.pids["nginx"] = workers(self.nginx.proc.pid, nginx_workers)
+        self.pids["redis"] = [self.redis.proc.pid]
 
     def held(self) -> dict[str, int]:
         return {f"app{n}": held(port) for n, port in enumerate(self.ports, 1)}
@@ -216,16 +224,16 @@ def connect(cluster: Cluster, port: int, clients: int, client: str) -> Swarm:
 
 def case(cluster: Cluster, swarms: list[Swarm], clients: int, fire, events: int) -> dict:
     """Fire the changes, collect every swarm's deliveries; the CPU each part used."""
-    pids = {**cluster.pids, **{f"swarm{n}": s.proc.pid for n, s in enumerate(swarms, 1)}}
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    pids = {**cluster.pids, **{f"swarm{n}": [s.proc.pid] for n, s in enumerate(swarms, 1)}}
+    before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
     start = time.monotonic()
     fire()
     # The writers wait for each answer: a busy server slows them down below the rate.
     writing = time.monotonic() - start
     result = collect(swarms, events * clients)
     wall = time.monotonic() - start
-    cpu = {name: round((cpu_seconds(pid) - before[name]) / wall * 100) for name, pid in
-           pids.items()}
+    cpu = {name: round((sum(map(cpu_seconds, group)) - before[name]) / wall * 100)
+           for name, group in pids.items()}
     return {"clients": clients, "events": events, **result, "held": cluster.held(),
             "cpu_percent": cpu, "seconds": round(wall, 1),
             "write_seconds": round(writing, 1), "changes_per_second": round(events / writing, 1)}
@@ -291,6 +299,9 @@ def main() -> None:
     parser.add_argument("--client", choices=["raw", "socket.io"], default="raw",
                         help="the measuring clients: swarm.mjs's lean WebSocket client, "
                              "or socket.io-client")
+    parser.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 1,
+                        help="nginx's worker_processes (nginx's packaged configs say auto: "
+                             "one per core)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
@@ -304,7 +315,8 @@ def main() -> None:
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(Path(tmp), args.database_url, args.clients, args.writers)
+        cluster = Cluster(Path(tmp), args.database_url, args.clients, args.writers,
+                          args.nginx_workers)
         try:
             print(f"nginx on {cluster.nginx.port}, processes on ports {cluster.ports}; "
                   "client addresses "
