@@ -96,7 +96,9 @@ class LimitedWebSocket(WebSocket):
         ``frames`` holds the frames already encoded for the same message, plain and
         compressed, so a message fanned out to many sockets is encoded once.
         """
-        if self.closed or not self.sending.acquire(blocking=False):
+        # A released lock is handed to its waiter (Engine.IO's writer with a packet in
+        # hand, a pong) only in a later loop turn: while one waits, the frame queues.
+        if self.closed or self.sending.linkcount() or not self.sending.acquire(blocking=False):
             return False
         compress = self.compresses(message)
         if (frame := frames.get(compress)) is None:
@@ -113,6 +115,8 @@ class LimitedWebSocket(WebSocket):
 
     def _send_rest(self, rest: memoryview) -> None:
         try:
+            if self.closed:  # closed meanwhile: its stream is gone
+                return
             self.raw_write(rest)
         except OSError:
             self.abort()  # a frame cut short: the connection cannot go on

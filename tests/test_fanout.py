@@ -148,3 +148,25 @@ def test_a_frame_the_socket_takes_only_in_part_is_finished_before_any_other():
     handler.rfile.close()
     server_side.close()
     client_side.close()
+
+
+def test_a_frame_never_cuts_in_before_a_writer_waiting_for_the_socket():
+    """The moment a frame's writer lets go of the socket, Engine.IO's writer waiting with
+    a packet in hand has not run yet: ``send_now`` must leave the socket to it."""
+    server_side, client_side = gevent.socket.socketpair()
+    handler = SimpleNamespace(socket=server_side, rfile=server_side.makefile("rb"),
+                              application=None)
+    ws = LimitedWebSocket({}, Stream(handler), handler, max_size=1_000_000)
+    ws.sending.acquire()  # a frame being written
+    queued = gevent.spawn(ws.send, "queued first")
+    gevent.sleep(0)  # the writer now waits for the socket
+    ws.sending.release()
+    assert ws.send_now("fanned out", {}) is False  # the caller queues it behind
+    queued.join(timeout=5)
+    assert ws.send_now("fanned out", {}) is True  # nobody waits any more
+    assert [payload.decode() for _, payload in read_frames(client_side, 2)] == [
+        "queued first", "fanned out"]
+    ws.close()
+    handler.rfile.close()
+    server_side.close()
+    client_side.close()

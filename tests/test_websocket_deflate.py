@@ -112,10 +112,22 @@ def test_offers_the_server_cannot_honour_are_declined(app, live_server, offer):
     ws.close()
 
 
-def test_the_second_acceptable_offer_is_taken():
-    assert deflate.negotiate(
-        "permessage-deflate; server_max_window_bits=9, permessage-deflate; "
-        "server_no_context_takeover; client_max_window_bits=12") == deflate.ACCEPTED
+@pytest.mark.parametrize("offers, answer", [
+    ("permessage-deflate; server_max_window_bits=9, permessage-deflate; "
+     "server_no_context_takeover; client_max_window_bits=12", deflate.ACCEPTED),
+    ("permessage-deflate; server_max_window_bits=15",  # accepted by saying it back
+     deflate.ACCEPTED + "; server_max_window_bits=15"),
+    ("permessage-deflate; client_max_window_bits", deflate.ACCEPTED),
+    ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", None),
+    ("permessage-deflate; server_no_context_takeover=1", None),
+    ("permessage-deflate; client_max_window_bits=7", None),
+    ("permessage-deflate; server_max_window_bits", None),
+    ("x-webkit-deflate-frame, permessage-deflate", deflate.ACCEPTED),
+])
+def test_offers_are_answered_as_rfc_7692_says(offers, answer):
+    """The first valid offer is taken; repeated parameters, values on flags and window
+    sizes outside 8-15 make an offer invalid (declined, not guessed at)."""
+    assert deflate.negotiate(offers) == answer
 
 
 def test_compression_can_be_turned_off(app, server_factory):

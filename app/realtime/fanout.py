@@ -16,6 +16,7 @@ from typing import Any
 import socketio
 from engineio import packet as eio_packet
 from engineio.async_drivers import gevent as eio_gevent
+from gevent.ssl import SSLSocket
 from socketio import packet
 
 from app.websocket import LimitedWebSocket
@@ -28,9 +29,18 @@ class LinkedWebSocketWSGI(eio_gevent.WebSocketWSGI):
     def __call__(self, environ: dict, start_response: Any) -> Any:
         ws = environ.get("wsgi.websocket")
         owner = getattr(self.app, "__self__", None)
-        if isinstance(ws, LimitedWebSocket) and owner is not None:
+        # Not over TLS in the process: an SSL socket's send cannot be tried without
+        # waiting. Not a second upgrade of a socket that has one going.
+        linked = (isinstance(ws, LimitedWebSocket) and owner is not None
+                  and not isinstance(getattr(ws.handler, "socket", None), SSLSocket)
+                  and getattr(owner, "websocket", None) is None)
+        if linked:
             owner.websocket = ws
-        return super().__call__(environ, start_response)
+        try:
+            return super().__call__(environ, start_response)  # runs the whole connection
+        finally:
+            if linked:
+                owner.websocket = None
 
 
 def link_websockets(server: socketio.Server) -> None:
