@@ -77,8 +77,8 @@ def deflate(message: str | bytes | bytearray) -> bytes:
 
 @lru_cache(maxsize=64)
 def _deflate_shared(message: str | bytes) -> bytes:
-    # A room's event is encoded once: the direct fan-out passes every socket the same
-    # object (its hash cached); Engine.IO's writers pass equal strings.
+    # A room's event is encoded once: the direct fan-out and Engine.IO's writers (the
+    # packet caches its encoding) hand every socket the same object, its hash cached.
     return _deflate(message)
 
 

@@ -8,6 +8,7 @@ import os
 import socket
 import struct
 import time
+import zlib
 
 
 class RawWebSocket:
@@ -30,6 +31,19 @@ class RawWebSocket:
         head = self._read_until(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
         self.response = head.decode(errors="replace")
+
+    @classmethod
+    def over(cls, sock: socket.socket) -> RawWebSocket:
+        """A reader of server frames on a socket that is already a WebSocket (no
+        handshake): ``recv_frame`` and the rest."""
+        ws = cls.__new__(cls)
+        ws.sock, ws.buffer, ws.compressed = sock, b"", False
+        return ws
+
+    @staticmethod
+    def inflate(payload: bytes) -> bytes:
+        """A compressed message's payload (RFC 7692: the sync flush tail put back)."""
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(payload + b"\0\0\xff\xff")
 
     def _read_until(self, marker: bytes) -> bytes:
         while marker not in self.buffer:

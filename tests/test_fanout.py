@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from types import SimpleNamespace
 
 import gevent.socket
@@ -35,7 +33,7 @@ def next_text(ws: RawWebSocket) -> str:
         if opcode != 1:
             continue
         if ws.compressed:
-            payload = zlib.decompressobj(-zlib.MAX_WBITS).decompress(payload + b"\0\0\xff\xff")
+            payload = RawWebSocket.inflate(payload)
         text = payload.decode()
         if text == "2":
             ws.send_text("3")
@@ -104,26 +102,6 @@ def test_a_subscriber_that_stops_reading_holds_up_no_one_and_loses_nothing(
         brisk.close()
 
 
-def read_frames(sock, count: int) -> list[tuple[int, bytes]]:
-    """``count`` whole server frames from a gevent socket: (opcode, payload)."""
-    data, frames = b"", []
-    while len(frames) < count:
-        chunk = sock.recv(65536)
-        assert chunk, "EOF"
-        data += chunk
-        while len(data) >= 2:
-            length, start = data[1] & 0x7F, 2
-            if length == 126:
-                length, start = struct.unpack("!H", data[2:4])[0], 4
-            elif length == 127:
-                length, start = struct.unpack("!Q", data[2:10])[0], 10
-            if len(data) < start + length:
-                break
-            frames.append((data[0] & 0x0F, data[start:start + length]))
-            data = data[start + length:]
-    return frames
-
-
 def test_a_frame_the_socket_takes_only_in_part_is_finished_before_any_other():
     """``send_now`` on a socket whose buffer takes part of the frame: it returns at once
     (the rest goes out in the background), a second ``send_now`` is refused rather than
@@ -140,7 +118,8 @@ def test_a_frame_the_socket_takes_only_in_part_is_finished_before_any_other():
     assert time.monotonic() - started < 0.5  # did not wait for the reader
     assert ws.send_now("cutting in", {}) is False  # the caller queues it instead
     queued = gevent.spawn(ws.send, "next")  # Engine.IO's writer, waiting its turn
-    frames = read_frames(client_side, 2)
+    reader = RawWebSocket.over(client_side)
+    frames = [reader.recv_frame() for _ in range(2)]
     assert [(opcode, payload.decode()) for opcode, payload in frames] == [(1, big), (1, "next")]
     queued.join(timeout=5)
     assert queued.successful()
@@ -164,7 +143,8 @@ def test_a_frame_never_cuts_in_before_a_writer_waiting_for_the_socket():
     assert ws.send_now("fanned out", {}) is False  # the caller queues it behind
     queued.join(timeout=5)
     assert ws.send_now("fanned out", {}) is True  # nobody waits any more
-    assert [payload.decode() for _, payload in read_frames(client_side, 2)] == [
+    reader = RawWebSocket.over(client_side)
+    assert [reader.recv_frame()[1].decode() for _ in range(2)] == [
         "queued first", "fanned out"]
     ws.close()
     handler.rfile.close()

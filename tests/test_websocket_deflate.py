@@ -41,8 +41,7 @@ def next_message(ws: RawWebSocket) -> tuple[dict, bool, int]:
             raise ConnectionError(f"closed: {payload!r}")
         if opcode == 1:
             break
-    text = zlib.decompressobj(-zlib.MAX_WBITS).decompress(payload + b"\0\0\xff\xff") \
-        if ws.compressed else payload
+    text = RawWebSocket.inflate(payload) if ws.compressed else payload
     return json.loads(text), ws.compressed, len(payload)
 
 
