@@ -129,6 +129,8 @@ class Config:
     # Live feed: how often the follower looks for changes made outside this process,
     # how long change-log rows are kept, and how often they are pruned.
     LIVE_POLL_INTERVAL = float(os.environ.get("LIVE_POLL_INTERVAL", 0.05))
+    # On PostgreSQL, while the LISTEN connection is up (NOTIFY wakes the feed at once).
+    LIVE_LISTEN_POLL_INTERVAL = float(os.environ.get("LIVE_LISTEN_POLL_INTERVAL", 1.0))
     LIVE_BATCH_WINDOW = float(os.environ.get("LIVE_BATCH_WINDOW", 0.002))
     # Seconds one subscriber adds to a fan-out: during a burst, frames are spaced by
     # subscribers x this (0.2 s at 1000 subscribers), at most LIVE_MAX_FRAME_SPACING.

@@ -1,5 +1,5 @@
 """The live feed of a real gevent server on PostgreSQL: a connection stampede on a fresh
-process, and the database going away under the follower."""
+process, the database going away under the follower, and NOTIFY waking it."""
 
 from __future__ import annotations
 
@@ -104,4 +104,44 @@ def test_the_follower_survives_the_database_going_away(server_factory, db_url, a
         assert len(outage) <= 6, outage  # no traceback, no line per retry
     finally:
         sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS true", "postgres")
+        client.close()
+
+
+def quiet_seconds(db_url: str) -> float:
+    """Seconds since the last statement on the test's database by anyone but the
+    follower's LISTEN connection and this one."""
+    with psycopg.connect(plain_url(db_url), autocommit=True) as conn:
+        [age] = conn.execute(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - max(state_change)), 0) "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query <> 'LISTEN user_changes'").fetchone()
+    return float(age)
+
+
+@ON_POSTGRES
+def test_notify_wakes_the_follower_which_otherwise_leaves_the_database_alone(
+        server_factory, db_url, admin):
+    """While its LISTEN connection is up, an idle process does not poll the change log
+    (here: every 30 s), yet a change by plain SQL reaches the subscriber at once; with
+    that connection cut, the change made meanwhile arrives all the same."""
+    server = server_factory({"LIVE_LISTEN_POLL_INTERVAL": "30", "SESSION_SWEEP_SECONDS": "30"})
+    client = LiveClient(server.url, issue_token(admin)).connect()
+    try:
+        client.subscribe(None)
+        deadline, quiet = time.monotonic() + 8, 0.0
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            quiet = quiet_seconds(db_url)
+        assert quiet >= 2, "the follower kept querying the database"
+
+        sql(db_url, "UPDATE users SET email = 'notified@example.com' WHERE username = 'admin'")
+        [change] = client.wait_for(1, timeout=10)
+        assert change["row"]["email"] == "notified@example.com"
+
+        sql(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE query = 'LISTEN user_changes' AND datname = current_database()")
+        sql(db_url, "UPDATE users SET email = 'unheard@example.com' WHERE username = 'admin'")
+        changes = client.wait_for(2, timeout=10)
+        assert changes[-1]["row"]["email"] == "unheard@example.com"
+    finally:
         client.close()

@@ -5,7 +5,9 @@ whoever the writer) and emits every new change, in cursor order, to the Socket.I
 clients of *this* process that subscribed to the plain change stream, and keeps the
 pages of the live views (``app.live.views``) exact. Changes committed in this process wake it
 at once; other writers are seen by polling, or at once through LISTEN/NOTIFY on
-PostgreSQL. Changes arriving within ``LIVE_BATCH_WINDOW`` go out as one frame.
+PostgreSQL (while that connection is up, polling only backs it up, every
+``LIVE_LISTEN_POLL_INTERVAL``). Changes arriving within ``LIVE_BATCH_WINDOW`` go out as
+one frame.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class Feed:
         self.cursor: int | None = None
         self.views = ViewRegistry()
         self._wake = threading.Event()
+        self._listening = False  # the LISTEN connection is up: NOTIFY wakes the feed
         self._start_lock = threading.Lock()
         self._started = False
         self._last_prune = 0.0
@@ -107,7 +110,7 @@ class Feed:
         sent_at = counted_at = swept_at = 0.0
         failures = 0  # in a row: an outage is logged when it starts and when it ends
         while True:
-            self._wake.wait(timeout=config["LIVE_POLL_INTERVAL"])
+            self._wake.wait(timeout=self._idle_wait(sent_at, swept_at))
             self._wake.clear()
             # Let the other changes of a burst arrive and go out in the same frame. A
             # lone change leaves after the short batch window; in a burst, frames are
@@ -150,6 +153,18 @@ class Feed:
                 finally:
                     db.session.remove()
 
+    def _idle_wait(self, sent_at: float, swept_at: float) -> float:
+        """How long the follower may sleep unless woken: until the next poll (rare while
+        NOTIFY wakes it), the next session sweep, or the counts owed after a batch."""
+        config = self.app.config
+        now = time.monotonic()
+        wait = min(config["LIVE_LISTEN_POLL_INTERVAL"] if self._listening
+                   else config["LIVE_POLL_INTERVAL"],
+                   swept_at + config["SESSION_SWEEP_SECONDS"] - now)
+        if self._unannounced:
+            wait = min(wait, sent_at + config["LIVE_MAX_FRAME_SPACING"] - now)
+        return max(wait, 0.0)
+
     def _subscribers(self) -> int:
         return self._plain_subscribers() + len(self.views.by_sid)
 
@@ -166,8 +181,13 @@ class Feed:
         failures = 0
         while True:
             try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+                # Keepalives: a silently dead server is noticed in about 20 s (the
+                # feed polls every LIVE_LISTEN_POLL_INTERVAL meanwhile).
+                with psycopg.connect(url, autocommit=True, connect_timeout=3, keepalives=1,
+                                     keepalives_idle=5, keepalives_interval=5,
+                                     keepalives_count=3) as conn:
                     conn.execute("LISTEN user_changes")
+                    self._listening = True
                     if failures:
                         log.warning("live feed: LISTEN connection back")
                         failures = 0
@@ -175,6 +195,7 @@ class Feed:
                     for _ in conn.notifies():
                         self.wake()
             except Exception as exc:  # psycopg.Error or any other: never stop listening
+                self._listening = False
                 failures += 1
                 if failures == 1:
                     log.warning("live feed: LISTEN connection lost (%s), reconnecting with "
