@@ -22,7 +22,8 @@ measures with socket.io-client instead.
 nginx's ip_hash keys on the first three octets of the client's IPv4 address, so each
 half of the swarm connects from its own loopback /24 (127.0.K.1), probed first for the
 process it lands on; the clients each process holds are counted from its established
-TCP connections (``ss``) and printed.
+TCP connections (``ss``) and printed, with each part's CPU and the share of all of it
+spent in the kernel.
 
     .venv/bin/python bench/cluster.py                           # 4000 clients, 1 run
     .venv/bin/python bench/cluster.py --runs 3
@@ -223,19 +224,25 @@ def connect(cluster: Cluster, port: int, clients: int, client: str) -> Swarm:
 
 
 def case(cluster: Cluster, swarms: list[Swarm], clients: int, fire, events: int) -> dict:
-    """Fire the changes, collect every swarm's deliveries; the CPU each part used."""
+    """Fire the changes, collect every swarm's deliveries; the CPU each part used, and
+    the share of it all spent in the kernel (the loopback TCP of every hop)."""
     pids = {**cluster.pids, **{f"swarm{n}": [s.proc.pid] for n, s in enumerate(swarms, 1)}}
+    every = [pid for group in pids.values() for pid in group]
+    kernel = partial(cpu_seconds, kernel_only=True)
     before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+    before_kernel = sum(map(kernel, every))
     start = time.monotonic()
     fire()
     # The writers wait for each answer: a busy server slows them down below the rate.
     writing = time.monotonic() - start
     result = collect(swarms, events * clients)
     wall = time.monotonic() - start
-    cpu = {name: round((sum(map(cpu_seconds, group)) - before[name]) / wall * 100)
-           for name, group in pids.items()}
+    used = {name: sum(map(cpu_seconds, group)) - before[name] for name, group in pids.items()}
+    cpu = {name: round(seconds / wall * 100) for name, seconds in used.items()}
+    in_kernel = (sum(map(kernel, every)) - before_kernel) / max(sum(used.values()), 1e-9)
     return {"clients": clients, "events": events, **result, "held": cluster.held(),
-            "cpu_percent": cpu, "seconds": round(wall, 1),
+            "cpu_percent": cpu, "kernel_percent": round(in_kernel * 100),
+            "seconds": round(wall, 1),
             "write_seconds": round(writing, 1), "changes_per_second": round(events / writing, 1)}
 
 
@@ -270,7 +277,8 @@ def print_run(n: int, run: dict, args: argparse.Namespace) -> None:
     print(f"\nrun {n}, load average {' '.join(map(str, run['load']))} (before the run)")
     names = list(run["a"]["cpu_percent"]) + ["swarm2"]
     print(f"  {'case':30} {'clients':>7} {'held app1/app2':>14} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8} {'lost':>6} {'ooo':>5}   CPU % " + " ".join(f"{k:>6}" for k in names))
+          f"{'max ms':>8} {'lost':>6} {'ooo':>5}   CPU % " + " ".join(f"{k:>6}" for k in names)
+          + "  in kernel")
     labels = {"a": f"(a) one process, {args.events} changes",
               "b": f"(b) two processes, {args.events} changes",
               "c": f"(c) {args.burst:g}/s for {args.seconds:g} s"}
@@ -279,7 +287,7 @@ def print_run(n: int, run: dict, args: argparse.Namespace) -> None:
         cpu = " ".join(f"{r['cpu_percent'].get(k, ''):>6}" for k in names)
         print(f"  {label:30} {r['clients']:7d} {r['held']['app1']:>7}/{r['held']['app2']:<6} "
               f"{r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['lost']:6d} "
-              f"{r['out_of_order']:5d}         {cpu}")
+              f"{r['out_of_order']:5d}         {cpu}  {r['kernel_percent']:>8} %")
     print(f"  p99 ratio (b)/(a): {run['p99_ratio']:.2f} (target <= 1.5); "
           f"(c) p99 {run['c']['p99_ms']:.0f} ms (target < 750), lost {run['c']['lost']}, "
           f"written at {run['c']['changes_per_second']:g}/s (asked {args.burst:g}/s); "

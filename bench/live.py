@@ -74,9 +74,10 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, kernel_only: bool = False) -> float:
+    """CPU time the process used (user and kernel, or only in the kernel)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
+    return (int(fields[12]) + (0 if kernel_only else int(fields[11]))) / CLK
 
 
 class Http:
