@@ -13,7 +13,6 @@ the server's CPU and the transactions PostgreSQL counted on that database
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -22,14 +21,15 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live import PY, Server, cpu_seconds, free_port, setup_livecrud  # noqa: E402
+from live import PY, Server, cpu_seconds, free_port, scratch_database, setup_livecrud  # noqa: E402
 
 
-def transactions(conn: psycopg.Connection, database: str) -> int:
-    # PostgreSQL publishes a backend's counts when it goes idle, at most once a second.
+def transactions(conn: psycopg.Connection) -> int:
+    """Transactions PostgreSQL counted on the database so far (a backend publishes its
+    counts when it goes idle, at most once a second; this read is one of them)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
     [count] = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                           "WHERE datname = %s", (database,)).fetchone()
+                           "WHERE datname = current_database()").fetchone()
     return count
 
 
@@ -40,28 +40,21 @@ def main() -> None:
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
     args = parser.parse_args()
-    database = f"bench_idle_{os.getpid()}"
-    base = args.database_url.rstrip("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {database}")
+    with scratch_database(args.database_url, "bench_idle") as url, \
+            tempfile.TemporaryDirectory() as tmp, psycopg.connect(url, autocommit=True) as db:
+        env = setup_livecrud(Path(tmp), 0, url)[0]
+        env.update(item.split("=", 1) for item in args.env)
+        port = free_port()
+        server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                env = setup_livecrud(Path(tmp), 0, f"{base}/{database}")[0]
-                env.update(item.split("=", 1) for item in args.env)
-                port = free_port()
-                server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
-                try:
-                    time.sleep(5)  # start-up queries done, statistics published
-                    cpu, count, start = (cpu_seconds(server.proc.pid),
-                                         transactions(admin, database), time.monotonic())
-                    time.sleep(args.seconds)
-                    took = time.monotonic() - start
-                    cpu = cpu_seconds(server.proc.pid) - cpu
-                    count = transactions(admin, database) - count
-                finally:
-                    server.stop()
+            time.sleep(5)  # start-up queries done, statistics published
+            cpu, count, start = cpu_seconds(server.proc.pid), transactions(db), time.monotonic()
+            time.sleep(args.seconds)
+            took = time.monotonic() - start
+            cpu = cpu_seconds(server.proc.pid) - cpu
+            count = transactions(db) - count
         finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            server.stop()
     settings = " ".join(args.env) or "defaults"
     print(f"idle {took:.0f} s ({settings}): server CPU {100 * cpu / took:.1f} %, "
           f"{count / took:.1f} transactions/s")

@@ -38,8 +38,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -262,6 +263,21 @@ def setup_livecrud(workdir: Path, writers: int, database_url: str | None = None
     ids = [int(run("users", "create", f"target{i}", "--email", f"target{i}@example.com",
                    "--password", "bench-password")) for i in range(writers)]
     return env, run("tokens", "issue", "bench"), ids
+
+
+@contextmanager
+def scratch_database(base_url: str, prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of this run's own on ``base_url`` (a role that may create
+    databases); its URL. Dropped after."""
+    import psycopg  # only the PostgreSQL benchmarks need it
+
+    name = f"{prefix}_{os.getpid()}"
+    with psycopg.connect(f"{base_url.rstrip('/')}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield f"{base_url.rstrip('/')}/{name}"
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 EDITS = itertools.count()  # a new email every time: the same one again is no change

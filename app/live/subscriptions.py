@@ -136,7 +136,10 @@ class Subscriptions:
                             return
                         if feed.head() < cursor:
                             feed.catch_up(cursor)  # the room gets up to the ack first
-                        tail = read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT + 1)
+                        # Usually nothing came after the ack: then no query (and no
+                        # connection) under the lock while a crowd reconnects.
+                        tail = (read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT + 1)
+                                if feed.head() > cursor else [])
                         db.session.rollback()
                         if len(tail) <= BATCH_LIMIT:
                             self._send(sid, tail)

@@ -1,0 +1,65 @@
+"""Reconnect-storm benchmark: what a crowd of subscribers arriving at once costs.
+
+Starts ``python manage.py run`` (gevent) on a PostgreSQL database of its own (or, with
+``--sqlite``, a SQLite file), then ``--rounds`` times connects ``--clients`` /users
+subscribers (bench/swarm.mjs's lean client, ``--batch`` at a time: a process's clients
+coming back after a restart or moving over from a dead process), each authenticating
+with a token and subscribing to the plain stream; prints how long they took and the
+server's CPU per connection, then disconnects them all.
+
+    .venv/bin/python bench/connect.py
+    .venv/bin/python bench/connect.py --clients 2000 --batch 200
+    .venv/bin/python bench/connect.py --sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live import (  # noqa: E402, I001
+    PY, Server, Swarm, cpu_seconds, free_port, scratch_database, setup_livecrud)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=100, help="connecting at once")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server (without a database name)")
+    args = parser.parse_args()
+    database = (nullcontext(None) if args.sqlite
+                else scratch_database(args.database_url, "bench_connect"))
+    with database as url, tempfile.TemporaryDirectory() as tmp:
+        env, token, _ = setup_livecrud(Path(tmp), 0, url)
+        port = free_port()
+        server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
+        try:
+            time.sleep(2)
+            for n in range(1, args.rounds + 1):
+                cpu, start = cpu_seconds(server.proc.pid), time.monotonic()
+                swarm = Swarm()
+                swarm.ask("connect " + json.dumps({
+                    "url": server.url, "namespace": "/users", "event": "changes",
+                    "token": token, "subscribe": True, "clients": args.clients,
+                    "batch": args.batch, "client": "raw"}))
+                took = time.monotonic() - start
+                cpu = cpu_seconds(server.proc.pid) - cpu
+                swarm.close()
+                print(f"round {n}: {args.clients} connected and subscribed in {took:.1f} s, "
+                      f"server CPU {1000 * cpu / args.clients:.2f} ms a connection")
+                time.sleep(3)  # the disconnects are over
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
