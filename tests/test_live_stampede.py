@@ -122,10 +122,13 @@ def quiet_seconds(db_url: str) -> float:
 def test_notify_wakes_the_follower_which_otherwise_leaves_the_database_alone(
         server_factory, db_url, admin):
     """While its LISTEN connection is up, an idle process does not poll the change log
-    (here: every 30 s), yet a change by plain SQL reaches the subscriber at once; with
-    that connection cut, the change made meanwhile arrives all the same."""
+    (here: every 30 s), yet a change by plain SQL reaches the subscriber at once; while
+    that connection is cut and cannot come back, the feed polls and the change made
+    meanwhile arrives all the same."""
     server = server_factory({"LIVE_LISTEN_POLL_INTERVAL": "30", "SESSION_SWEEP_SECONDS": "30"})
     client = LiveClient(server.url, issue_token(admin)).connect()
+    database = make_url(db_url).database
+    writer = psycopg.connect(plain_url(db_url), autocommit=True)
     try:
         client.subscribe(None)
         deadline, quiet = time.monotonic() + 8, 0.0
@@ -138,10 +141,16 @@ def test_notify_wakes_the_follower_which_otherwise_leaves_the_database_alone(
         [change] = client.wait_for(1, timeout=10)
         assert change["row"]["email"] == "notified@example.com"
 
+        sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS false", "postgres")
         sql(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE query = 'LISTEN user_changes' AND datname = current_database()")
-        sql(db_url, "UPDATE users SET email = 'unheard@example.com' WHERE username = 'admin'")
+                    f"WHERE query = 'LISTEN user_changes' AND datname = '{database}'",
+            "postgres")
+        writer.execute("UPDATE users SET email = 'unheard@example.com' "
+                       "WHERE username = 'admin'")
         changes = client.wait_for(2, timeout=10)
         assert changes[-1]["row"]["email"] == "unheard@example.com"
+        assert "live feed: LISTEN connection lost" in server.log.read_text()
     finally:
+        sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS true", "postgres")
+        writer.close()
         client.close()

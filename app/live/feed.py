@@ -187,15 +187,18 @@ class Feed:
                                      keepalives_idle=5, keepalives_interval=5,
                                      keepalives_count=3) as conn:
                     conn.execute("LISTEN user_changes")
-                    self._listening = True
                     if failures:
                         log.warning("live feed: LISTEN connection back")
                         failures = 0
-                    self.wake()  # whatever was committed while (re)connecting
-                    for _ in conn.notifies():
+                    self._listening = True
+                    try:
+                        self.wake()  # whatever was committed while (re)connecting
+                        for _ in conn.notifies():
+                            self.wake()
+                    finally:  # poll now, then every LIVE_POLL_INTERVAL until it is back
+                        self._listening = False
                         self.wake()
             except Exception as exc:  # psycopg.Error or any other: never stop listening
-                self._listening = False
                 failures += 1
                 if failures == 1:
                     log.warning("live feed: LISTEN connection lost (%s), reconnecting with "
