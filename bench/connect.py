@@ -45,15 +45,17 @@ def main() -> None:
         try:
             time.sleep(2)
             for n in range(1, args.rounds + 1):
-                cpu, start = cpu_seconds(server.proc.pid), time.monotonic()
                 swarm = Swarm()
-                swarm.ask("connect " + json.dumps({
-                    "url": server.url, "namespace": "/users", "event": "changes",
-                    "token": token, "subscribe": True, "clients": args.clients,
-                    "batch": args.batch, "client": "raw"}))
-                took = time.monotonic() - start
-                cpu = cpu_seconds(server.proc.pid) - cpu
-                swarm.close()
+                try:
+                    cpu, start = cpu_seconds(server.proc.pid), time.monotonic()
+                    swarm.ask("connect " + json.dumps({
+                        "url": server.url, "namespace": "/users", "event": "changes",
+                        "token": token, "subscribe": True, "clients": args.clients,
+                        "batch": args.batch, "client": "raw"}))
+                    took = time.monotonic() - start
+                    cpu = cpu_seconds(server.proc.pid) - cpu
+                finally:
+                    swarm.close()
                 print(f"round {n}: {args.clients} connected and subscribed in {took:.1f} s, "
                       f"server CPU {1000 * cpu / args.clients:.2f} ms a connection")
                 time.sleep(3)  # the disconnects are over

@@ -270,12 +270,14 @@ def scratch_database(base_url: str, prefix: str) -> Iterator[str]:
     """A PostgreSQL database of this run's own on ``base_url`` (a role that may create
     databases); its URL. Dropped after."""
     import psycopg  # only the PostgreSQL benchmarks need it
+    from sqlalchemy.engine import make_url
 
-    name = f"{prefix}_{os.getpid()}"
-    with psycopg.connect(f"{base_url.rstrip('/')}/postgres", autocommit=True) as admin:
+    name, url = f"{prefix}_{os.getpid()}", make_url(base_url)
+    with psycopg.connect(url.set(database="postgres").render_as_string(hide_password=False),
+                         autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
         try:
-            yield f"{base_url.rstrip('/')}/{name}"
+            yield url.set(database=name).render_as_string(hide_password=False)
         finally:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -109,13 +109,13 @@ def test_the_follower_survives_the_database_going_away(server_factory, db_url, a
 
 def quiet_seconds(db_url: str) -> float:
     """Seconds since the last statement on the test's database by anyone but the
-    follower's LISTEN connection and this one."""
+    follower's LISTEN connection and this one (no one else connected: forever)."""
     with psycopg.connect(plain_url(db_url), autocommit=True) as conn:
         [age] = conn.execute(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - max(state_change)), 0) "
+            "SELECT EXTRACT(EPOCH FROM now() - max(state_change)) "
             "FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid() AND query <> 'LISTEN user_changes'").fetchone()
-    return float(age)
+    return float("inf") if age is None else float(age)
 
 
 @ON_POSTGRES
@@ -145,11 +145,14 @@ def test_notify_wakes_the_follower_which_otherwise_leaves_the_database_alone(
         sql(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     f"WHERE query = 'LISTEN user_changes' AND datname = '{database}'",
             "postgres")
+        deadline = time.monotonic() + 10  # no NOTIFY can wake the follower from here on
+        while "live feed: LISTEN connection lost" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.05)
         writer.execute("UPDATE users SET email = 'unheard@example.com' "
                        "WHERE username = 'admin'")
         changes = client.wait_for(2, timeout=10)
         assert changes[-1]["row"]["email"] == "unheard@example.com"
-        assert "live feed: LISTEN connection lost" in server.log.read_text()
     finally:
         sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS true", "postgres")
         writer.close()

@@ -155,15 +155,15 @@ class Feed:
 
     def _idle_wait(self, sent_at: float, swept_at: float) -> float:
         """How long the follower may sleep unless woken: until the next poll (rare while
-        NOTIFY wakes it), the next session sweep, or the counts owed after a batch."""
+        NOTIFY wakes it), the next session sweep, or the counts owed after a batch; those
+        two no sooner than a poll would come (a sweep interval of 0 is no busy loop)."""
         config = self.app.config
-        now = time.monotonic()
-        wait = min(config["LIVE_LISTEN_POLL_INTERVAL"] if self._listening
-                   else config["LIVE_POLL_INTERVAL"],
-                   swept_at + config["SESSION_SWEEP_SECONDS"] - now)
+        poll = config["LIVE_POLL_INTERVAL"]
+        due = [swept_at + config["SESSION_SWEEP_SECONDS"]]
         if self._unannounced:
-            wait = min(wait, sent_at + config["LIVE_MAX_FRAME_SPACING"] - now)
-        return max(wait, 0.0)
+            due.append(sent_at + config["LIVE_MAX_FRAME_SPACING"])
+        return min(config["LIVE_LISTEN_POLL_INTERVAL"] if self._listening else poll,
+                   max(min(due) - time.monotonic(), poll))
 
     def _subscribers(self) -> int:
         return self._plain_subscribers() + len(self.views.by_sid)
