@@ -1,8 +1,11 @@
 """The live feed of a real gevent server on PostgreSQL: a connection stampede on a fresh
-process, the database going away under the follower, and NOTIFY waking it."""
+process, the database going away under the follower, NOTIFY waking it, and
+notifications lost on the way."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 
@@ -157,3 +160,97 @@ def test_notify_wakes_the_follower_which_otherwise_leaves_the_database_alone(
         sql(db_url, f"ALTER DATABASE {database} ALLOW_CONNECTIONS true", "postgres")
         writer.close()
         client.close()
+
+
+class NotificationDroppingProxy:
+    """A TCP relay to the test's PostgreSQL that passes everything but the server's
+    notifications, as a transaction-pooling proxy loses them: the LISTEN connection
+    lives, and no NOTIFY ever reaches it. ``url``: the test's database through it."""
+
+    def __init__(self, db_url: str) -> None:
+        target = make_url(db_url)
+        self.target = (target.host or "127.0.0.1", target.port or 5432)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = target.set(host="127.0.0.1", port=self.server.getsockname()[1],
+                              query={"sslmode": "disable"}  # the relay reads the messages
+                              ).render_as_string(hide_password=False)
+        self.sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._copy, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._relay, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _copy(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    @staticmethod
+    def _relay(server: socket.socket, client: socket.socket) -> None:
+        """Server to client, message by message (a type byte and a length), without
+        NotificationResponse ('A')."""
+        buffer = b""
+        try:
+            while data := server.recv(65536):
+                buffer += data
+                while len(buffer) >= 5:
+                    end = 1 + struct.unpack("!i", buffer[1:5])[0]
+                    if len(buffer) < end:
+                        break
+                    if buffer[:1] != b"A":
+                        client.sendall(buffer[:end])
+                    buffer = buffer[end:]
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
+@ON_POSTGRES
+def test_notifications_lost_on_the_way_are_noticed_and_the_feed_polls(server_factory,
+                                                                      db_url, admin):
+    """Behind a proxy that drops notifications, changes by other programs still come
+    with the backup poll; after two of those (a third, should anything else have woken
+    the follower meanwhile) it says so in its log and polls every LIVE_POLL_INTERVAL
+    (here the backup poll comes every 3 s)."""
+    proxy = NotificationDroppingProxy(db_url)
+    server = server_factory({"DATABASE_URL": proxy.url, "LIVE_LISTEN_POLL_INTERVAL": "3",
+                             "SESSION_SWEEP_SECONDS": "3"})
+    client = LiveClient(server.url, issue_token(admin)).connect()
+    try:
+        client.subscribe(None)
+        noticed = "live feed: changes keep coming without NOTIFY"
+        unheard = 0
+        while noticed not in server.log.read_text():
+            unheard += 1
+            assert unheard <= 3, server.log.read_text()[-3000:]
+            sql(db_url, f"UPDATE users SET email = 'unheard{unheard}@example.com' "
+                        "WHERE username = 'admin'")
+            client.wait_for(unheard, timeout=10)
+            time.sleep(0.2)  # the log line follows the change
+        for n in range(unheard + 1, unheard + 5):  # with the 3 s poll, 4 within 1 s: 1 in 81
+            sql(db_url, f"UPDATE users SET email = 'polled{n}@example.com' "
+                        "WHERE username = 'admin'")
+            written = time.monotonic()
+            assert client.wait_for(n, timeout=10)[-1]["row"]["email"] == f"polled{n}@example.com"
+            assert time.monotonic() - written < 1, f"change {n} waited for the backup poll"
+    finally:
+        client.close()
+        proxy.close()

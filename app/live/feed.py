@@ -75,6 +75,7 @@ class Feed:
         self.views = ViewRegistry()
         self._wake = threading.Event()
         self._listening = False  # the LISTEN connection is up: NOTIFY wakes the feed
+        self._unheard = 0  # backup polls in a row that found changes no NOTIFY announced
         self._start_lock = threading.Lock()
         self._started = False
         self._last_prune = 0.0
@@ -110,7 +111,7 @@ class Feed:
         sent_at = counted_at = swept_at = 0.0
         failures = 0  # in a row: an outage is logged when it starts and when it ends
         while True:
-            self._wake.wait(timeout=self._idle_wait(sent_at, swept_at))
+            woken = self._wake.wait(timeout=self._idle_wait(sent_at, swept_at))
             self._wake.clear()
             # Let the other changes of a burst arrive and go out in the same frame. A
             # lone change leaves after the short batch window; in a burst, frames are
@@ -127,6 +128,8 @@ class Feed:
                     started = time.monotonic()
                     if self.poll_once():
                         sent_at = started
+                        if not woken and not self._wake.is_set():
+                            self._unannounced_changes()
                     # The counters follow the views' events once those are out (a quiet
                     # moment), or every LIVE_COUNTS_INTERVAL during a burst.
                     now = time.monotonic()
@@ -153,6 +156,18 @@ class Feed:
                 finally:
                     db.session.remove()
 
+    def _unannounced_changes(self) -> None:
+        """A backup poll found changes that no NOTIFY announced. Twice in a row (once
+        may be a notification on its way), notifications are not arriving, yet the
+        connection lives (a proxy in transaction-pooling mode, a listener left on a
+        demoted server): poll every LIVE_POLL_INTERVAL until one arrives."""
+        if not self._listening:
+            return
+        self._unheard += 1
+        if self._unheard == 2:
+            log.warning("live feed: changes keep coming without NOTIFY; polling every "
+                        "LIVE_POLL_INTERVAL (is DATABASE_URL a transaction-pooling proxy?)")
+
     def _idle_wait(self, sent_at: float, swept_at: float) -> float:
         """How long the follower may sleep unless woken: until the next poll (rare while
         NOTIFY wakes it), the next session sweep, or the counts owed after a batch; those
@@ -162,7 +177,8 @@ class Feed:
         due = [swept_at + config["SESSION_SWEEP_SECONDS"]]
         if self._unannounced:
             due.append(sent_at + config["LIVE_MAX_FRAME_SPACING"])
-        return min(config["LIVE_LISTEN_POLL_INTERVAL"] if self._listening else poll,
+        trusted = self._listening and self._unheard < 2
+        return min(config["LIVE_LISTEN_POLL_INTERVAL"] if trusted else poll,
                    max(min(due) - time.monotonic(), poll))
 
     def _subscribers(self) -> int:
@@ -194,6 +210,7 @@ class Feed:
                     try:
                         self.wake()  # whatever was committed while (re)connecting
                         for _ in conn.notifies():
+                            self._unheard = 0
                             self.wake()
                     finally:  # poll now, then every LIVE_POLL_INTERVAL until it is back
                         self._listening = False
