@@ -1,15 +1,18 @@
 """Real processes for the end-to-end tests: the app server (``python manage.py run``,
 ``flask run``, deploy/entrypoint.sh) on a test's database, and what runs around it in
-production (redis-server, nginx, a PostgreSQL server of the test's own)."""
+production (redis-server, nginx, a PostgreSQL server of the test's own, a TCP proxy in
+front of PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +119,52 @@ class EntrypointProcess(ServerProcess):
             **super().env, "HOST": "127.0.0.1", "PORT": str(self.port), "SKIP_DB_UPGRADE": "1",
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         }
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can be cut (every connection dropped, new ones
+    refused) and restored, as a network outage would."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.sockets: list[socket.socket] = []
+        self.listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pump_back, args=(server, client), daemon=True).start()
+
+    def _pump_back(self, server: socket.socket, client: socket.socket) -> None:
+        """What the server sends, on to the client (subclasses may filter it)."""
+        self._pump(server, client)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
 
 
 class RedisServer:

@@ -3,10 +3,7 @@ proxy this test cuts and restores)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import threading
 import time
 
 import pytest
@@ -17,7 +14,7 @@ from app.auth.tokens import issue_token
 from app.extensions import db
 from app.users.service import create_user
 from tests.conftest import BOTH_DATABASES, PASSWORD, login
-from tests.servers import free_port
+from tests.servers import Proxy, free_port
 
 
 @BOTH_DATABASES
@@ -32,48 +29,6 @@ def test_readyz_names_an_unreachable_message_queue(app, client):
     assert response.status_code == 503
     assert response.get_json()["status"] == "unavailable"
     assert response.get_json()["reason"].startswith("message queue")
-
-
-class Proxy:
-    """A TCP proxy to PostgreSQL that can be cut (every connection dropped, new ones
-    refused) and restored, as a network outage would."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self.sockets: list[socket.socket] = []
-        self.listener: socket.socket | None = None
-        self.up()
-
-    def up(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def down(self) -> None:
-        for sock in [self.listener, *self.sockets]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        self.sockets.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            self.sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
 
 
 @pytest.fixture

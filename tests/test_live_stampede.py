@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from app.auth.tokens import issue_token
 from tests.live_client import LiveClient
+from tests.servers import Proxy
 
 pytestmark = pytest.mark.server
 ON_POSTGRES = pytest.mark.parametrize(
@@ -162,46 +163,21 @@ def test_notify_wakes_the_follower_which_otherwise_leaves_the_database_alone(
         client.close()
 
 
-class NotificationDroppingProxy:
-    """A TCP relay to the test's PostgreSQL that passes everything but the server's
+class NotificationDroppingProxy(Proxy):
+    """A relay to the test's PostgreSQL that passes everything but the server's
     notifications, as a transaction-pooling proxy loses them: the LISTEN connection
     lives, and no NOTIFY ever reaches it. ``url``: the test's database through it."""
 
     def __init__(self, db_url: str) -> None:
         target = make_url(db_url)
-        self.target = (target.host or "127.0.0.1", target.port or 5432)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = target.set(host="127.0.0.1", port=self.server.getsockname()[1],
+        super().__init__((target.host or "127.0.0.1", target.port or 5432))
+        self.url = target.set(host="127.0.0.1", port=self.port,
                               query={"sslmode": "disable"}  # the relay reads the messages
                               ).render_as_string(hide_password=False)
-        self.sockets: list[socket.socket] = [self.server]
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._copy, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._relay, args=(upstream, client), daemon=True).start()
-
-    @staticmethod
-    def _copy(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            sink.close()
-
-    @staticmethod
-    def _relay(server: socket.socket, client: socket.socket) -> None:
-        """Server to client, message by message (a type byte and a length), without
-        NotificationResponse ('A')."""
+    def _pump_back(self, server: socket.socket, client: socket.socket) -> None:
+        """Message by message (a type byte and a length), without NotificationResponse
+        ('A')."""
         buffer = b""
         try:
             while data := server.recv(65536):
@@ -215,12 +191,6 @@ class NotificationDroppingProxy:
                     buffer = buffer[end:]
         except OSError:
             pass
-        finally:
-            client.close()
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
 
 
 @ON_POSTGRES
@@ -253,4 +223,4 @@ def test_notifications_lost_on_the_way_are_noticed_and_the_feed_polls(server_fac
             assert time.monotonic() - written < 1, f"change {n} waited for the backup poll"
     finally:
         client.close()
-        proxy.close()
+        proxy.down()
