@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -54,8 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from live import (  # noqa: E402, I001
-    EDITS, Swarm, collect, cpu_seconds, patch_loop, save_results, setup_livecrud,
-    write_changes)
+    EDITS, Swarm, collect, cpu_seconds, patch_loop, save_results, scratch_database,
+    setup_livecrud, write_changes)
 
 from tests.servers import EntrypointProcess, NginxProcess, RedisServer  # noqa: E402
 
@@ -146,22 +147,20 @@ class Cluster:
 
     def __init__(self, workdir: Path, base_url: str, clients: int, writers: int,
                  nginx_workers: int) -> None:
-        self.dbname = f"bench_cluster_{os.getpid()}"
-        self.base_url = base_url.rstrip("/")
         self.redis: RedisServer | None = None
         self.apps: list[EntrypointProcess] = []
         self.nginx: BenchNginx | None = None
-        subprocess.run(["psql", f"{self.base_url}/postgres", "-X", "-q", "-v",
-                        "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {self.dbname}"],
-                       check=True)
+        self._database = ExitStack()
         try:
+            self.db_url = self._database.enter_context(
+                scratch_database(base_url, "bench_cluster"))
             self._start(workdir, clients, writers, nginx_workers)
         except BaseException:
             self.stop()
             raise
 
     def _start(self, workdir: Path, clients: int, writers: int, nginx_workers: int) -> None:
-        self.db_url = db_url = f"{self.base_url}/{self.dbname}"
+        db_url = self.db_url
         self.redis = RedisServer(workdir / "redis").start()
         env, self.token, self.ids = setup_livecrud(workdir, writers, db_url)
         del env["INSTANCE_PATH"]  # each process has its own
@@ -198,8 +197,7 @@ class Cluster:
         for part in (self.nginx, *self.apps, self.redis):
             if part:
                 part.stop()
-        subprocess.run(["psql", f"{self.base_url}/postgres", "-X", "-q", "-c",
-                        f"DROP DATABASE IF EXISTS {self.dbname} WITH (FORCE)"], check=False)
+        self._database.close()
 
 
 def sql_loop(db_url: str, user_id: int, times: list[float]) -> None:
