@@ -80,9 +80,11 @@ class ConnectionRegistry:
 
     def address(self, environ: Mapping[str, Any]) -> str:
         """The client's address: REMOTE_ADDR, unless that is a trusted proxy; then the
-        last address of X-Forwarded-For that is not one."""
+        last address of X-Forwarded-For that is not one. A connection without an address
+        came through a Unix socket, which only a proxy on this host reaches (gunicorn
+        trusts those too)."""
         remote = environ.get("REMOTE_ADDR", "")
-        if not self._trusts(remote):
+        if remote and not self._trusts(remote):
             return remote
         hops = [h.strip() for h in environ.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         hops = [h for h in hops if h]

@@ -30,6 +30,7 @@ spent in the kernel.
     .venv/bin/python bench/cluster.py --clients 1000 --burst 100 --seconds 5
     .venv/bin/python bench/cluster.py --writer sql     # plain SQL straight to PostgreSQL
     .venv/bin/python bench/cluster.py --client socket.io
+    .venv/bin/python bench/cluster.py --upstream unix  # nginx to the processes: Unix sockets
 
 PostgreSQL: ``--database-url`` (default postgresql://postgres@127.0.0.1:5432), a role
 that may create databases. Needs Debian's nginx and redis-server.
@@ -58,7 +59,7 @@ from live import (  # noqa: E402, I001
     EDITS, Swarm, collect, cpu_seconds, patch_loop, save_results, scratch_database,
     setup_livecrud, write_changes)
 
-from tests.servers import EntrypointProcess, NginxProcess, RedisServer  # noqa: E402
+from tests.servers import EntrypointProcess, NginxProcess, RedisServer, upstream_of  # noqa: E402
 
 UPSTREAM_HEADER = "X-Bench-Upstream"
 
@@ -68,9 +69,9 @@ class BenchNginx(NginxProcess):
     simultaneous connections (each client is two: to nginx and on to the app) and a
     response header naming the app process that answered."""
 
-    def __init__(self, workdir: Path, app_ports: list[int], connections: int,
+    def __init__(self, workdir: Path, upstreams: list[int | Path], connections: int,
                  workers: int) -> None:
-        super().__init__(workdir, app_ports)
+        super().__init__(workdir, upstreams)
         self.connections = connections
         self.workers = workers
 
@@ -105,8 +106,8 @@ def workers(pid: int, count: int = 1, timeout: float = 30) -> list[int]:
     return found
 
 
-def upstream_of(nginx_port: int, source: str) -> int:
-    """The app port nginx sends a client at ``source`` to."""
+def upstream_for(nginx_port: int, source: str) -> int | Path:
+    """The app process (port or Unix socket) nginx sends a client at ``source`` to."""
     conn = http.client.HTTPConnection("127.0.0.1", nginx_port, timeout=30,
                                       source_address=(source, 0))
     deadline = time.monotonic() + 60
@@ -116,7 +117,7 @@ def upstream_of(nginx_port: int, source: str) -> int:
             response = conn.getresponse()
             response.read()
             if response.status == 200:
-                return int(response.getheader(UPSTREAM_HEADER).rsplit(":", 1)[1])
+                return upstream_of(response.getheader(UPSTREAM_HEADER))
             if time.monotonic() > deadline:
                 raise RuntimeError(f"/healthz through nginx: {response.status}")
             time.sleep(0.5)
@@ -124,29 +125,33 @@ def upstream_of(nginx_port: int, source: str) -> int:
         conn.close()
 
 
-def sources_for(nginx_port: int, app_ports: list[int]) -> dict[int, str]:
-    """One loopback source address per app port (ip_hash: one /24 each)."""
-    found: dict[int, str] = {}
+def sources_for(nginx_port: int, upstreams: list[int | Path]) -> dict[int | Path, str]:
+    """One loopback source address per app process (ip_hash: one /24 each)."""
+    found: dict[int | Path, str] = {}
     for k in range(1, 255):
         source = f"127.0.{k}.1"
-        found.setdefault(upstream_of(nginx_port, source), source)
-        if len(found) == len(app_ports):
+        found.setdefault(upstream_for(nginx_port, source), source)
+        if len(found) == len(upstreams):
             return found
-    raise RuntimeError(f"no source address reaches each of {app_ports}: {found}")
+    raise RuntimeError(f"no source address reaches each of {upstreams}: {found}")
 
 
-def held(port: int) -> int:
-    """Established TCP connections to ``port`` (through nginx: one per client)."""
-    out = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
-                         capture_output=True, text=True, check=True).stdout
+def held(upstream: int | Path) -> int:
+    """Established connections to an app process's port or Unix socket (through nginx:
+    one per client)."""
+    where = ["-Hx", "state", "established", "src", str(upstream)] if isinstance(
+        upstream, Path) else ["-Htn", "state", "established", f"( sport = :{upstream} )"]
+    out = subprocess.run(["ss", *where], capture_output=True, text=True, check=True).stdout
     return len(out.splitlines())
 
 
 class Cluster:
-    """The database, Redis, two app processes and nginx of one benchmark."""
+    """The database, Redis, two app processes and nginx of one benchmark; nginx reaches
+    the processes over loopback TCP, or (``unix``) over Unix sockets."""
 
     def __init__(self, workdir: Path, base_url: str, clients: int, writers: int,
-                 nginx_workers: int) -> None:
+                 nginx_workers: int, unix: bool = False) -> None:
+        self.unix = unix
         self.redis: RedisServer | None = None
         self.apps: list[EntrypointProcess] = []
         self.nginx: BenchNginx | None = None
@@ -169,22 +174,25 @@ class Cluster:
                     # nginx's X-Forwarded-For names the client for the per-address cap.
                     "SOCKETIO_TRUSTED_PROXIES": "127.0.0.1"})
         for n in (1, 2):
-            self.apps.append(EntrypointProcess(db_url, workdir / f"app{n}", env).start())
-        self.ports = [a.port for a in self.apps]
-        self.nginx = BenchNginx(workdir / "nginx", self.ports, 2 * clients + 1000,
+            instance = workdir / f"app{n}"
+            socket = {"UNIX_SOCKET": str(instance / "app.sock")} if self.unix else {}
+            self.apps.append(EntrypointProcess(db_url, instance, env | socket).start())
+        self.upstreams = [a.upstream for a in self.apps]
+        self.nginx = BenchNginx(workdir / "nginx", self.upstreams, 2 * clients + 1000,
                                 nginx_workers).start()
-        self.sources = sources_for(self.nginx.port, self.ports)  # after the workers answer
+        # After the workers answer.
+        self.sources = sources_for(self.nginx.port, self.upstreams)
         self.pids = {f"app{n}": workers(a.proc.pid) for n, a in enumerate(self.apps, 1)}
         self.pids["nginx"] = workers(self.nginx.proc.pid, nginx_workers)
         self.pids["redis"] = [self.redis.proc.pid]
 
     def held(self) -> dict[str, int]:
-        return {f"app{n}": held(port) for n, port in enumerate(self.ports, 1)}
+        return {f"app{n}": held(upstream) for n, upstream in enumerate(self.upstreams, 1)}
 
     def writes(self, events: int, step: float, writers: int, writer: str = "api") -> None:
         """``events`` PATCHes through nginx, writer w from process w % 2's address; or
         (``writer="sql"``) plain UPDATEs straight to PostgreSQL, one transaction each."""
-        sources = [self.sources[p] for p in self.ports]
+        sources = [self.sources[u] for u in self.upstreams]
         if writer == "sql":
             write_changes(lambda w, times: sql_loop(self.db_url, self.ids[w], times),
                           events, step, writers)
@@ -211,13 +219,13 @@ def sql_loop(db_url: str, user_id: int, times: list[float]) -> None:
                          (f"s{user_id}-{next(EDITS)}@example.com", user_id))
 
 
-def connect(cluster: Cluster, port: int, clients: int, client: str) -> Swarm:
-    """A swarm of ``clients`` /users subscribers through nginx, landing on ``port``."""
+def connect(cluster: Cluster, upstream: int | Path, clients: int, client: str) -> Swarm:
+    """A swarm of ``clients`` /users subscribers through nginx, landing on ``upstream``."""
     swarm = Swarm()
     swarm.ask("connect " + json.dumps({
         "url": cluster.nginx.url, "namespace": "/users", "event": "changes",
         "token": cluster.token, "subscribe": True, "clients": clients,
-        "localAddress": cluster.sources[port], "batch": 100, "client": client}))
+        "localAddress": cluster.sources[upstream], "batch": 100, "client": client}))
     return swarm
 
 
@@ -246,7 +254,7 @@ def case(cluster: Cluster, swarms: list[Swarm], clients: int, fire, events: int)
 
 def run_once(cluster: Cluster, args: argparse.Namespace) -> dict:
     half = args.clients // 2
-    one, two = cluster.ports
+    one, two = cluster.upstreams
     load = os.getloadavg()
     spaced = partial(cluster.writes, args.events, args.interval, args.writers, args.writer)
     burst_events = int(args.burst * args.seconds)
@@ -308,6 +316,9 @@ def main() -> None:
     parser.add_argument("--nginx-workers", type=int, default=os.cpu_count() or 1,
                         help="nginx's worker_processes (nginx's packaged configs say auto: "
                              "one per core)")
+    parser.add_argument("--upstream", choices=["tcp", "unix"], default="tcp",
+                        help="how nginx reaches the app processes: loopback TCP, or a Unix "
+                             "socket each (UNIX_SOCKET)")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
@@ -322,11 +333,11 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(Path(tmp), args.database_url, args.clients, args.writers,
-                          args.nginx_workers)
+                          args.nginx_workers, args.upstream == "unix")
         try:
-            print(f"nginx on {cluster.nginx.port}, processes on ports {cluster.ports}; "
+            print(f"nginx on {cluster.nginx.port}, processes at {cluster.upstreams}; "
                   "client addresses "
-                  + ", ".join(f"{cluster.sources[p]} -> {p}" for p in cluster.ports))
+                  + ", ".join(f"{cluster.sources[u]} -> {u}" for u in cluster.upstreams))
             for n in range(1, args.runs + 1):
                 runs.append(run_once(cluster, args))
                 print_run(n, runs[-1], args)

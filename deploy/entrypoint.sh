@@ -1,7 +1,8 @@
 #!/bin/sh
 # Container entry point: bring the schema up to date, then serve with gunicorn.
 #
-#   entrypoint.sh                 migrate, then serve on $HOST:$PORT (0.0.0.0:5000)
+#   entrypoint.sh                 migrate, then serve on $HOST:$PORT (0.0.0.0:5000), and on
+#                                 the Unix socket $UNIX_SOCKET if set (gunicorn.conf.py)
 #   entrypoint.sh --log-level X   the same, extra options handed to gunicorn
 #   entrypoint.sh flask users ... run that command instead (one-off jobs)
 #
@@ -27,5 +28,4 @@ fi
 exec gunicorn -c deploy/gunicorn.conf.py \
     -k app.worker.Worker \
     -w 1 --worker-connections "${WORKER_CONNECTIONS:-10000}" \
-    --bind "${HOST:-0.0.0.0}:${PORT:-5000}" \
     "$@" manage:app

@@ -15,7 +15,13 @@ monkey.patch_all()
 import os  # noqa: E402
 
 wsgi_app = "manage:app"
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"]
+# A reverse proxy on the same host reaches the process through a Unix socket as well: a
+# send there costs the kernel about a third of one on loopback TCP, and every delivery to
+# a client passes through this hop (docs/deploy.md). Anyone who may open the socket can
+# connect (gunicorn's umask, 0): put it in a directory only the proxy's user can enter.
+if unix_socket := os.environ.get("UNIX_SOCKET"):
+    bind.append(f"unix:{unix_socket}")
 
 # Socket.IO sessions are sticky: every request of one client must reach the process that
 # holds its session, and gunicorn's master spreads requests over workers at random. So one

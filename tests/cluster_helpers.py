@@ -22,19 +22,23 @@ from tests.servers import EntrypointProcess, NginxProcess
 @dataclass
 class Cluster:
     """nginx on deploy/nginx.conf in front of two gunicorn processes started as the
-    Docker image starts them (deploy/entrypoint.sh), sharing one database and queue."""
+    Docker image starts them (deploy/entrypoint.sh), sharing one database and queue;
+    nginx reaches them over TCP, or (``unix``) over Unix sockets."""
 
     db_url: str
     env: dict[str, str]
     workdir: Path
     apps: list[EntrypointProcess] = field(default_factory=list)
     nginx: NginxProcess | None = None
+    unix: bool = False
 
     def start(self) -> Cluster:
         env = {**self.env, "SOCKETIO_TRUSTED_PROXIES": "127.0.0.1"}
         for n in (1, 2):
-            self.apps.append(EntrypointProcess(self.db_url, self.workdir / f"app{n}", env).start())
-        self.nginx = NginxProcess(self.workdir / "nginx", [a.port for a in self.apps]).start()
+            instance = self.workdir / f"app{n}"
+            socket = {"UNIX_SOCKET": str(instance / "app.sock")} if self.unix else {}
+            self.apps.append(EntrypointProcess(self.db_url, instance, env | socket).start())
+        self.nginx = NginxProcess(self.workdir / "nginx", [a.upstream for a in self.apps]).start()
         return self
 
     def stop(self) -> None:
@@ -45,8 +49,8 @@ class Cluster:
 
     def split(self) -> tuple[EntrypointProcess, EntrypointProcess]:
         """The process nginx sends this machine's clients to, and the other one."""
-        port = self.nginx.upstream()
-        chosen = next(a for a in self.apps if a.port == port)
+        upstream = self.nginx.upstream()
+        chosen = next(a for a in self.apps if a.upstream == upstream)
         return chosen, next(a for a in self.apps if a is not chosen)
 
 

@@ -292,15 +292,16 @@ def queue_env(redis_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def nginx_cluster(tmp_path: Path) -> Iterator[Callable[[str, dict[str, str]], Cluster]]:
+def nginx_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Start nginx in front of two gunicorn processes on a database URL with server
-    settings (``queue_env``); all stopped at the end. Skips (fails in CI) without nginx."""
+    settings (``queue_env``), over TCP or (``unix=True``) Unix sockets; all stopped at the
+    end. Skips (fails in CI) without nginx."""
     if NginxProcess.BINARY is None:
         unavailable("nginx tests need Debian's nginx (apt-get install nginx)")
     started: list[Cluster] = []
 
-    def start(db_url: str, env: dict[str, str]) -> Cluster:
-        cluster = Cluster(db_url, env, tmp_path / f"cluster{len(started)}")
+    def start(db_url: str, env: dict[str, str], unix: bool = False) -> Cluster:
+        cluster = Cluster(db_url, env, tmp_path / f"cluster{len(started)}", unix=unix)
         started.append(cluster)
         return cluster.start()
 

@@ -114,6 +114,13 @@ class EntrypointProcess(ServerProcess):
         return [str(ROOT / "deploy" / "entrypoint.sh")]
 
     @property
+    def upstream(self) -> int | Path:
+        """Where a proxy reaches it: its Unix socket (``UNIX_SOCKET``) if it has one, else
+        its port."""
+        path = self.extra_env.get("UNIX_SOCKET")
+        return Path(path) if path else self.port
+
+    @property
     def env(self) -> dict[str, str]:
         return {
             **super().env, "HOST": "127.0.0.1", "PORT": str(self.port), "SKIP_DB_UPGRADE": "1",
@@ -202,24 +209,26 @@ class RedisServer:
 
 class NginxProcess:
     """Debian's nginx running deploy/nginx.conf in the foreground, on a port of its own,
-    in front of the given app ports; every path it writes is in ``workdir``."""
+    in front of the given app processes (each a port of 127.0.0.1 or a Unix socket's
+    path: ``EntrypointProcess.upstream``); every path it writes is in ``workdir``."""
 
     BINARY = shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if os.access(p, os.X_OK)), None)
 
-    def __init__(self, workdir: Path, app_ports: list[int]) -> None:
+    def __init__(self, workdir: Path, upstreams: list[int | Path]) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app_ports = app_ports
+        self.upstreams = upstreams
         self.proc: subprocess.Popen | None = None
 
     def render(self) -> Path:
         """deploy/nginx.conf with this test's addresses, inside a main config."""
         site = (ROOT / "deploy" / "nginx.conf").read_text()
-        for n, port in enumerate(self.app_ports, 1):
+        for n, upstream in enumerate(self.upstreams, 1):
             assert f"server app{n}:5000" in site, f"app{n} missing from deploy/nginx.conf"
-            site = site.replace(f"server app{n}:5000", f"server 127.0.0.1:{port}")
+            address = f"unix:{upstream}" if isinstance(upstream, Path) else f"127.0.0.1:{upstream}"
+            site = site.replace(f"server app{n}:5000", f"server {address}")
         assert "listen 80;" in site
         site = site.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
         w = self.workdir
@@ -240,12 +249,12 @@ class NginxProcess:
             f"    include {w}/livecrud.conf;\n}}\n")
         return main
 
-    def upstream(self) -> int:
-        """The port of the app process nginx sends this machine's clients to now
-        (``ip_hash``: every client of 127.0.0.1 goes to the same one)."""
+    def upstream(self) -> int | Path:
+        """The app process nginx sends this machine's clients to now (``ip_hash``: every
+        client of 127.0.0.1 goes to the same one), as ``upstreams`` names it."""
         answer = requests.get(f"{self.url}/healthz", timeout=10)
         assert answer.status_code == 200, answer.text
-        return int(answer.headers["X-Upstream"].rsplit(", ", 1)[-1].rsplit(":", 1)[1])
+        return upstream_of(answer.headers["X-Upstream"])
 
     def start(self) -> NginxProcess:
         main = self.render()
@@ -266,6 +275,14 @@ class NginxProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def upstream_of(addresses: str) -> int | Path:
+    """The app process that answered, from nginx's ``$upstream_addr`` (the last one
+    tried): a port of 127.0.0.1 or a Unix socket's path."""
+    last = addresses.rsplit(", ", 1)[-1]
+    return Path(last.removeprefix("unix:")) if last.startswith("unix:") \
+        else int(last.rsplit(":", 1)[1])
 
 
 def _postgres_bin() -> Path | None:

@@ -88,7 +88,7 @@ def test_kill_9_of_a_process_its_clients_resume_on_the_survivor(cluster, admin_t
         assert api_create(survivor.url, admin_token, "while_away").status_code == 201
         wait_until(lambda: all(c.connections >= 2 and c.subscribed.is_set() for c in moved),
                    timeout=15)
-        assert cluster.nginx.upstream() == survivor.port
+        assert cluster.nginx.upstream() == survivor.upstream
         after = writer.written()
         wait_until(lambda: writer.written() >= after + 10)  # written after the resume
         writer.stop()
@@ -243,7 +243,7 @@ def test_a_rolling_restart_loses_no_change(cluster, admin_token, db_url):
             if process is first:
                 # nginx tries a failed process again only after deploy/nginx.conf's
                 # fail_timeout: the next one may go once nginx sends clients back here.
-                wait_until(lambda: cluster.nginx.upstream() == first.port, timeout=20)
+                wait_until(lambda: cluster.nginx.upstream() == first.upstream, timeout=20)
             # Moved to the other process meanwhile (nginx's ip_hash skips a dead one).
             wait_until(lambda hops=hops: all(c.connections >= hops and c.subscribed.is_set()
                                              for c in through_nginx), timeout=15)

@@ -5,6 +5,7 @@ Redis; and compose.yaml validated by ``docker-compose config``."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import shutil
 import socket
@@ -32,9 +33,28 @@ def behind_nginx(db_url: str, queue_env: dict[str, str], nginx_cluster
     return cluster.nginx, cluster.apps
 
 
+def handshake_from(nginx: NginxProcess, source: str) -> int:
+    """The status of an Engine.IO polling handshake through nginx from ``source``."""
+    conn = http.client.HTTPConnection("127.0.0.1", nginx.port, timeout=10,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/socket.io/?EIO=4&transport=polling")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-def test_clients_through_nginx_see_live_changes_of_both_processes(behind_nginx, make_user):
-    nginx, (one, two) = behind_nginx
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix-sockets"])
+def test_clients_through_nginx_see_live_changes_of_both_processes(
+        db_url, queue_env, nginx_cluster, make_user, unix):
+    """Over loopback TCP or Unix sockets (UNIX_SOCKET) between nginx and the processes;
+    either way a process counts its clients by their own address (X-Forwarded-For)."""
+    cluster = nginx_cluster(db_url, {**queue_env, "SOCKETIO_MAX_CONNECTIONS_PER_ADDRESS": "2"},
+                            unix=unix)
+    nginx, (_, two) = cluster.nginx, cluster.apps
     token = issue_token(make_user("admin", role="admin"))
     upgraded = LiveClient(nginx.url, token)  # polling first, then the WebSocket upgrade
     upgraded.sio.connect(nginx.url, namespaces=["/users"], auth={"token": token},
@@ -53,6 +73,10 @@ def test_clients_through_nginx_see_live_changes_of_both_processes(behind_nginx, 
             got = client.wait_for(2)
             assert [(c["cursor"], c["row"]["username"]) for c in got] == [
                 (start + 1, "via_nginx"), (start + 2, "via_two")]
+        # Two connections from 127.0.0.1 are its cap, not that of every client of nginx
+        # (ip_hash sends all of 127.0.0.0/24 to the same process).
+        assert handshake_from(nginx, "127.0.0.1") == 429
+        assert handshake_from(nginx, "127.0.0.2") == 200
     finally:
         upgraded.close()
         direct.close()
