@@ -56,6 +56,16 @@ def data_frame(message: str | bytes | bytearray, opcode: int, compress: bool) ->
     return Header.encode_header(True, opcode, b"", len(payload), flags) + payload
 
 
+class IgnoresClose:
+    """gevent-websocket's ``current_app`` fallback, made once."""
+
+    def on_close(self, *args: Any) -> None:
+        pass
+
+
+IGNORES_CLOSE = IgnoresClose()
+
+
 class LimitedWebSocket(WebSocket):
     """A gevent-websocket WebSocket whose messages are at most ``max_size`` bytes (once
     inflated, with ``compress``), and whose frames are written one at a time: a writer
@@ -84,6 +94,13 @@ class LimitedWebSocket(WebSocket):
                 self.raw_write(frame)
             except OSError as exc:
                 raise WebSocketError("Socket is dead") from exc
+
+    @property
+    def current_app(self) -> Any:
+        """What gevent-websocket tells of a close: the server's application has no
+        ``current_app`` here, and gevent-websocket's fallback defines a new class at each
+        call (two per connection), each a reference cycle for the garbage collector."""
+        return IGNORES_CLOSE
 
     def compresses(self, message: Any) -> bool:
         return self.compress and len(message) >= deflate.MIN_SIZE
@@ -290,7 +307,10 @@ class WebSocketHandler(BaseHandler):
         result = super().upgrade_connection()
         plain = self.environ.get("wsgi.websocket")
         if plain is not None:
-            plain.closed = True  # never used: its __del__ must not send a close frame
+            # Never used: its __del__ (close) must not send a close frame, nor reach
+            # gevent-websocket's ``current_app`` fallback (see LimitedWebSocket's).
+            plain.closed = True
+            plain.handler = None
             registry = ConnectionRegistry.of(self.application)
             limit = registry.max_message_size if registry else DEFAULT_MAX_MESSAGE
             answer = None

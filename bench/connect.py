@@ -4,8 +4,9 @@ Starts ``python manage.py run`` (gevent) on a PostgreSQL database of its own (or
 ``--sqlite``, a SQLite file), then ``--rounds`` times connects ``--clients`` /users
 subscribers (bench/swarm.mjs's lean client, ``--batch`` at a time: a process's clients
 coming back after a restart or moving over from a dead process), each authenticating
-with a token and subscribing to the plain stream; prints how long they took and the
-server's CPU per connection, then disconnects them all.
+with a token and subscribing to the plain stream; prints how long they took, the
+server's CPU per connection and its garbage collections meanwhile (each pauses every
+client of the process: bench/gcpauses), then disconnects them all.
 
     .venv/bin/python bench/connect.py
     .venv/bin/python bench/connect.py --clients 2000 --batch 200
@@ -24,7 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from live import (  # noqa: E402, I001
-    PY, Server, Swarm, cpu_seconds, free_port, scratch_database, setup_livecrud)
+    PY, ROOT, Server, Swarm, cpu_seconds, free_port, scratch_database, setup_livecrud)
+
+
+def pauses(log: Path, seen: int) -> tuple[list[tuple[int, float]], int]:
+    """The collections logged after the first ``seen`` lines: (generation, ms) each."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(int(g), float(ms)) for g, ms in map(str.split, lines[seen:])], len(lines)
 
 
 def main() -> None:
@@ -40,10 +47,13 @@ def main() -> None:
                 else scratch_database(args.database_url, "bench_connect"))
     with database as url, tempfile.TemporaryDirectory() as tmp:
         env, token, _ = setup_livecrud(Path(tmp), 0, url)
+        log = Path(tmp) / "gc.log"
+        env |= {"PYTHONPATH": str(ROOT / "bench" / "gcpauses"), "GC_PAUSE_LOG": str(log)}
         port = free_port()
         server = Server([PY, "manage.py", "run", "--port", str(port)], port, env)
         try:
             time.sleep(2)
+            _, seen = pauses(log, 0)
             for n in range(1, args.rounds + 1):
                 swarm = Swarm()
                 try:
@@ -59,6 +69,11 @@ def main() -> None:
                 print(f"round {n}: {args.clients} connected and subscribed in {took:.1f} s, "
                       f"server CPU {1000 * cpu / args.clients:.2f} ms a connection")
                 time.sleep(3)  # the disconnects are over
+                collections, seen = pauses(log, seen)
+                longest = max(collections, key=lambda c: c[1], default=(0, 0.0))
+                print(f"  {len(collections)} garbage collections while they came and went, "
+                      f"{sum(ms for _, ms in collections):.0f} ms in all, the longest "
+                      f"{longest[1]:.0f} ms (generation {longest[0]})")
         finally:
             server.stop()
 
