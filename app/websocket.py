@@ -325,6 +325,10 @@ class WebSocketHandler(BaseHandler):
 
     def run_websocket(self) -> None:
         """Run the app on the open WebSocket, known to the registry meanwhile (shutdown)."""
+        if not isinstance(self.client_address, tuple):
+            # A Unix socket's peers all have the address "": gevent-websocket keys its
+            # clients by address, and the second close would find the key gone.
+            self.client_address = ("unix", id(self))
         registry = ConnectionRegistry.of(self.application)
         if registry is None:
             return super().run_websocket()

@@ -19,7 +19,8 @@ bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"]
 # A reverse proxy on the same host reaches the process through a Unix socket as well: a
 # send there costs the kernel about a third of one on loopback TCP, and every delivery to
 # a client passes through this hop (docs/deploy.md). Anyone who may open the socket can
-# connect (gunicorn's umask, 0): put it in a directory only the proxy's user can enter.
+# connect (gunicorn's umask, 0): put it in a directory only the app's and the proxy's
+# users can enter. A --bind on the command line replaces both addresses.
 if unix_socket := os.environ.get("UNIX_SOCKET"):
     bind.append(f"unix:{unix_socket}")
 

@@ -80,6 +80,11 @@ def test_clients_through_nginx_see_live_changes_of_both_processes(
     finally:
         upgraded.close()
         direct.close()
+    # Their WebSockets ended without an error (over a Unix socket, every peer's address
+    # is "", which gevent-websocket keys its clients by).
+    time.sleep(1)
+    for process in cluster.apps:
+        assert "Traceback" not in process.log.read_text(), process.log.read_text()[-3000:]
 
 
 def engineio_open(nginx: NginxProcess, origin: str) -> str:

@@ -39,7 +39,7 @@ def route_engineio_path(app: Flask) -> None:
     path = app.extensions["connections"].engineio_path
     for websocket in (False, True):  # a polling handshake, a WebSocket one
         app.add_url_rule(path, endpoint="engineio", view_func=not_found, websocket=websocket,
-                         strict_slashes=False)
+                         strict_slashes=False, provide_automatic_options=False)
 
 
 def not_found() -> None:
