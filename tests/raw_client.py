@@ -23,10 +23,12 @@ class RawSocket:
     for a missed pong, however long a test takes) and queues every other frame.
     """
 
-    def __init__(self, port: int, namespace: str, token: str) -> None:
+    def __init__(self, port: int, namespace: str, token: str,
+                 headers: list[str] | None = None) -> None:
         self.namespace = namespace
         self.ws = websocket.create_connection(
-            f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+            f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=10,
+            header=headers or [])
         self.ws.settimeout(None)
         self.frames: queue.Queue = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -78,6 +78,21 @@ def test_deeply_nested_json_is_answered_with_one_short_log_line(generous, connec
     assert other.call("latency", {}) == {"ok": True}
 
 
+def test_the_log_names_the_client_behind_a_trusted_proxy(server_factory, token):
+    """A proxy's address would say nothing: the client's is the one X-Forwarded-For
+    gives, as the connection caps count it."""
+    server = server_factory({"SOCKETIO_TRUSTED_PROXIES": "127.0.0.1"})
+    raw = RawSocket(server.port, "/users", token, ["X-Forwarded-For: 203.0.113.7"])
+    try:
+        before = len(log_lines(server))
+        raw.send(f'42/users,7["latency",{DEEP}]')
+        assert "nested" in raw.ack(7)["error"]
+    finally:
+        raw.close()
+    new = [line for line in log_lines(server)[before:] if "malformed" in line]
+    assert len(new) == 1 and "from 203.0.113.7 on /users" in new[0], new
+
+
 def test_binary_arguments_are_answered_like_any_wrong_type(live_server, connect):
     """A client library sends bytes as a binary packet: each handler refuses them with an
     error answer, and the connection lives on."""

@@ -31,6 +31,7 @@ from typing import Any
 import socketio
 from socketio import packet
 
+from app.connections import ConnectionRegistry
 from app.realtime import safe_json
 from app.realtime.errors import answer_error
 from app.realtime.ratelimit import RateLimiter
@@ -203,5 +204,9 @@ def close(server: socketio.Server, eio_sid: str, reason: str) -> None:
 
 
 def peer(server: socketio.Server, eio_sid: str) -> str:
-    """The client's address, for the log."""
-    return (server.environ.get(eio_sid) or {}).get("REMOTE_ADDR") or "unknown"
+    """The client's address, for the log: as the connection caps count it (behind a
+    trusted proxy or a Unix socket, from X-Forwarded-For)."""
+    environ = server.environ.get(eio_sid) or {}
+    registry = ConnectionRegistry.of(environ.get("flask.app"))
+    address = registry.address(environ) if registry else environ.get("REMOTE_ADDR")
+    return address or "unknown"
