@@ -174,9 +174,8 @@ class Cluster:
                     # nginx's X-Forwarded-For names the client for the per-address cap.
                     "SOCKETIO_TRUSTED_PROXIES": "127.0.0.1"})
         for n in (1, 2):
-            instance = workdir / f"app{n}"
-            socket = {"UNIX_SOCKET": str(instance / "app.sock")} if self.unix else {}
-            self.apps.append(EntrypointProcess(db_url, instance, env | socket).start())
+            self.apps.append(EntrypointProcess(db_url, workdir / f"app{n}", env,
+                                               unix=self.unix).start())
         self.upstreams = [a.upstream for a in self.apps]
         self.nginx = BenchNginx(workdir / "nginx", self.upstreams, 2 * clients + 1000,
                                 nginx_workers).start()
@@ -335,8 +334,8 @@ def main() -> None:
         cluster = Cluster(Path(tmp), args.database_url, args.clients, args.writers,
                           args.nginx_workers, args.upstream == "unix")
         try:
-            print(f"nginx on {cluster.nginx.port}, processes at {cluster.upstreams}; "
-                  "client addresses "
+            processes = ", ".join(map(str, cluster.upstreams))
+            print(f"nginx on {cluster.nginx.port}, processes at {processes}; client addresses "
                   + ", ".join(f"{cluster.sources[u]} -> {u}" for u in cluster.upstreams))
             for n in range(1, args.runs + 1):
                 runs.append(run_once(cluster, args))

@@ -35,9 +35,8 @@ class Cluster:
     def start(self) -> Cluster:
         env = {**self.env, "SOCKETIO_TRUSTED_PROXIES": "127.0.0.1"}
         for n in (1, 2):
-            instance = self.workdir / f"app{n}"
-            socket = {"UNIX_SOCKET": str(instance / "app.sock")} if self.unix else {}
-            self.apps.append(EntrypointProcess(self.db_url, instance, env | socket).start())
+            self.apps.append(EntrypointProcess(self.db_url, self.workdir / f"app{n}", env,
+                                               unix=self.unix).start())
         self.nginx = NginxProcess(self.workdir / "nginx", [a.upstream for a in self.apps]).start()
         return self
 

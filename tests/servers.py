@@ -108,23 +108,28 @@ class ServerProcess:
 
 
 class EntrypointProcess(ServerProcess):
-    """``deploy/entrypoint.sh`` (gunicorn, deploy/gunicorn.conf.py) on a migrated database."""
+    """``deploy/entrypoint.sh`` (gunicorn, deploy/gunicorn.conf.py) on a migrated database;
+    with ``unix``, listening on ``app.sock`` in its instance folder too (UNIX_SOCKET)."""
+
+    def __init__(self, db_url: str, instance: Path, env: dict[str, str] | None = None,
+                 unix: bool = False) -> None:
+        super().__init__(db_url, instance, env)
+        self.socket = instance / "app.sock" if unix else None
 
     def argv(self) -> list[str]:
         return [str(ROOT / "deploy" / "entrypoint.sh")]
 
     @property
     def upstream(self) -> int | Path:
-        """Where a proxy reaches it: its Unix socket (``UNIX_SOCKET``) if it has one, else
-        its port."""
-        path = self.extra_env.get("UNIX_SOCKET")
-        return Path(path) if path else self.port
+        """Where a proxy reaches it: its Unix socket if it has one, else its port."""
+        return self.socket or self.port
 
     @property
     def env(self) -> dict[str, str]:
+        socket = {"UNIX_SOCKET": str(self.socket)} if self.socket else {}
         return {
             **super().env, "HOST": "127.0.0.1", "PORT": str(self.port), "SKIP_DB_UPGRADE": "1",
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", **socket,
         }
 
 

@@ -138,8 +138,9 @@ class Subscriptions:
                             feed.catch_up(cursor)  # the room gets up to the ack first
                         # Usually nothing came after the ack: then no query (and no
                         # connection) under the lock while a crowd reconnects.
-                        tail = (read_changes(cursor, upto=feed.head(), limit=BATCH_LIMIT + 1)
-                                if feed.head() > cursor else [])
+                        head = feed.head()
+                        tail = (read_changes(cursor, upto=head, limit=BATCH_LIMIT + 1)
+                                if head > cursor else [])
                         db.session.rollback()
                         if len(tail) <= BATCH_LIMIT:
                             self._send(sid, tail)
