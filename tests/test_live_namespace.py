@@ -334,10 +334,51 @@ def test_subscribing_again_never_sends_a_change_twice(app, connect, make_user, m
         return rows
 
     monkeypatch.setattr(subscriptions_module, "every_user", meanwhile)
+    make_user("before")  # the stream moves on: the next ack is read anew
+    feed(app).poll_once()
     sio.get_received(NS)
     ack = sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
     assert [c["cursor"] for _, changes in received_events(sio) for c in changes] == \
         [ack["cursor"] + 1]
+
+
+@pytest.mark.parametrize("replay", [False, True], ids=["snapshot", "replay"])
+def test_subscribers_at_the_same_cursor_share_one_read(app, connect, make_user, monkeypatch,
+                                                       replay):
+    """A crowd subscribing with the same ``since`` while the stream stands still (a
+    process's clients moving over) costs one read; once a change went out, the next
+    subscriber's ack is read anew and has it, and the crowd got it as an event."""
+    make_user("first")
+    since = current_cursor() - 1 if replay else None
+    reads = []
+
+    def counting(real):
+        def counted(*args, **kwargs):
+            reads.append(1)
+            return real(*args, **kwargs)
+        return counted
+
+    for name in ("every_user", "read_changes"):
+        real = getattr(subscriptions_module, name)
+        monkeypatch.setattr(subscriptions_module, name, counting(real))
+    feed(app).poll_once()
+    crowd = [connect() for _ in range(3)]
+    acks = [sio.emit("subscribe", {"since": since}, namespace=NS, callback=True)
+            for sio in crowd]
+    assert len(reads) == 1
+    assert acks == [acks[0]] * 3 and acks[0]["cursor"] == current_cursor()
+    newest = acks[0]["changes"][-1]["row"] if replay else acks[0]["rows"][-1]
+    assert newest["username"] == "first"
+
+    make_user("second")
+    feed(app).poll_once()
+    late = connect().emit("subscribe", {"since": since}, namespace=NS, callback=True)
+    assert len(reads) == 2
+    assert late["cursor"] == acks[0]["cursor"] + 1
+    newest = late["changes"][-1]["row"] if replay else late["rows"][-1]
+    assert newest["username"] == "second"
+    for sio in crowd:
+        assert received_names(sio) == [("change", "second")]
 
 
 def test_a_join_of_a_replaced_subscription_does_nothing(app, connect, make_user):

@@ -24,6 +24,7 @@ from app.live.changelog import (
     read_changes,
 )
 from app.live.feed import BATCH_LIMIT, ROOM, VIEWS_ROOM, Feed
+from app.live.shared_acks import SharedAcks
 from app.live.views import NAMESPACE, Page
 from app.models import User
 from app.realtime.acks import after_ack
@@ -49,6 +50,7 @@ class Subscriptions:
         self.feed = feed
         self._serials: dict[str, int] = {}  # sid -> its latest subscription's number
         self._numbers = itertools.count(1)
+        self.acks = SharedAcks(feed.app.config["LIVE_SNAPSHOT_MAX_ROWS"])
 
     # --- the plain change stream ------------------------------------------------------------
 
@@ -60,6 +62,7 @@ class Subscriptions:
         gets ``{"cursor", "rows"}``, a snapshot as of that cursor, while the table holds
         no more users than that (else ``SubscribeError``, and ``sid`` keeps what it
         followed). From then on it receives every change after that cursor, exactly once.
+        Subscribers asking for the same ``since`` together share one read (``acks``).
         """
         limit = self.feed.app.config["LIVE_SNAPSHOT_MAX_ROWS"]
 
@@ -76,7 +79,7 @@ class Subscriptions:
                         "snapshot: subscribe with a view ({\"view\": {...}}) instead")
                 return {"cursor": cursor, "rows": every_user()}, cursor
 
-        return self._replace(sid, read)
+        return self._replace(sid, lambda: self.acks.get(since, self.feed.head(), read))
 
     def watch(self, sid: str, user_id: int) -> dict[str, Any]:
         """An edit form's subscription: ``{"cursor", "row"}``, the user (or None) as of
