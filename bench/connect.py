@@ -4,13 +4,15 @@ Starts ``python manage.py run`` (gevent) on a PostgreSQL database of its own (or
 ``--sqlite``, a SQLite file), then ``--rounds`` times connects ``--clients`` /users
 subscribers (bench/swarm.mjs's lean client, ``--batch`` at a time: a process's clients
 coming back after a restart or moving over from a dead process), each authenticating
-with a token and subscribing to the plain stream; prints how long they took, the
-server's CPU per connection and its garbage collections meanwhile (each pauses every
-client of the process: bench/gcpauses), then disconnects them all.
+with a token and subscribing to the plain stream (``--view``: to the dashboard's first
+page); prints how long they took, the server's CPU per connection and its garbage
+collections meanwhile (each pauses every client of the process: bench/gcpauses), then
+disconnects them all.
 
     .venv/bin/python bench/connect.py
     .venv/bin/python bench/connect.py --clients 2000 --batch 200
     .venv/bin/python bench/connect.py --sqlite
+    .venv/bin/python bench/connect.py --view --users 10000   # dashboards: a view each
 """
 
 from __future__ import annotations
@@ -34,12 +36,29 @@ def pauses(log: Path, seen: int) -> tuple[list[tuple[int, float]], int]:
     return [(int(g), float(ms)) for g, ms in map(str.split, lines[seen:])], len(lines)
 
 
+def add_users(url: str, count: int) -> None:
+    """``count`` users in one plain-SQL statement (logged by the triggers like any)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :n) "
+            "INSERT INTO users (username, email) SELECT 'm' || i, 'm' || i || '@example.com' "
+            "FROM n"), {"n": count})
+    engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100, help="connecting at once")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--view", action="store_true",
+                        help="subscribe to the dashboard's first page (a view), not the plain "
+                             "stream")
+    parser.add_argument("--users", type=int, default=0, help="users added to the table first")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
     args = parser.parse_args()
@@ -47,6 +66,8 @@ def main() -> None:
                 else scratch_database(args.database_url, "bench_connect"))
     with database as url, tempfile.TemporaryDirectory() as tmp:
         env, token, _ = setup_livecrud(Path(tmp), 0, url)
+        if args.users:
+            add_users(env["DATABASE_URL"], args.users)
         log = Path(tmp) / "gc.log"
         env |= {"PYTHONPATH": str(ROOT / "bench" / "gcpauses"), "GC_PAUSE_LOG": str(log)}
         port = free_port()
@@ -61,7 +82,8 @@ def main() -> None:
                     swarm.ask("connect " + json.dumps({
                         "url": server.url, "namespace": "/users", "event": "changes",
                         "token": token, "subscribe": True, "clients": args.clients,
-                        "batch": args.batch, "client": "raw"}))
+                        "batch": args.batch, "client": "raw",
+                        **({"views": [{}]} if args.view else {})}))
                     took = time.monotonic() - start
                     cpu = cpu_seconds(server.proc.pid) - cpu
                 finally:

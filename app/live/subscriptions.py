@@ -24,7 +24,7 @@ from app.live.changelog import (
     read_changes,
 )
 from app.live.feed import BATCH_LIMIT, ROOM, VIEWS_ROOM, Feed
-from app.live.shared_acks import SharedAcks
+from app.live.shared_reads import SharedAcks, SingleFlight
 from app.live.views import NAMESPACE, Page
 from app.models import User
 from app.realtime.acks import after_ack
@@ -51,6 +51,7 @@ class Subscriptions:
         self._serials: dict[str, int] = {}  # sid -> its latest subscription's number
         self._numbers = itertools.count(1)
         self.acks = SharedAcks(feed.app.config["LIVE_SNAPSHOT_MAX_ROWS"])
+        self.page_reads: SingleFlight[tuple[int, int, list[dict[str, Any]]]] = SingleFlight()
 
     # --- the plain change stream ------------------------------------------------------------
 
@@ -207,13 +208,16 @@ class Subscriptions:
         after_ack(join)
         return ack
 
-    @staticmethod
-    def _read_page(listing: Listing) -> Page:
-        """The page and its total as of one cursor, from one snapshot."""
-        with consistent_read():
-            cursor = current_cursor()
-            total = listing.count()
-            users = listing.payloads(total=total)
+    def _read_page(self, listing: Listing) -> Page:
+        """The page and its total as of one cursor, from one snapshot; subscribers of
+        the same view while it is being read share the read (each gets its own Page)."""
+        def read() -> tuple[int, int, list[dict[str, Any]]]:
+            with consistent_read():
+                cursor = current_cursor()
+                total = listing.count()
+                return cursor, total, listing.payloads(total=total)
+
+        cursor, total, users = self.page_reads.get(listing, read)
         return Page(listing, room="", cursor=cursor, total=total,
                     ids=[u["id"] for u in users], rows={u["id"]: u for u in users})
 

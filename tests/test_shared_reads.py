@@ -1,5 +1,5 @@
 """Plain-stream acknowledgements shared by subscribers arriving while one is being read
-(app/live/shared_acks.py), with real threads."""
+(app/live/shared_reads.py), with real threads."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from app.live import shared_acks
-from app.live.shared_acks import SharedAcks
+from app.live import shared_reads
+from app.live.shared_reads import SharedAcks, SingleFlight
 
 FOLLOWERS = 4
 
@@ -25,13 +25,13 @@ class CountedEvent(threading.Event):
 
 @pytest.fixture
 def counted(monkeypatch):
-    class Read(shared_acks._Read):
+    class Read(shared_reads._Read):
         def __init__(self) -> None:
             super().__init__()
             self.done = CountedEvent()
 
     CountedEvent.waiting = 0
-    monkeypatch.setattr(shared_acks, "_Read", Read)
+    monkeypatch.setattr(shared_reads, "_Read", Read)
 
 
 def crowd(acks: SharedAcks, leader_read, follower_read) -> tuple[list, list]:
@@ -102,3 +102,23 @@ def test_only_acks_as_of_the_head_are_reused_and_within_the_budget():
     assert acks.get(3, 6, read(6, 4))[1] == 6
     assert acks.get(None, 6, read(6, 2))[1] == 6  # still kept
     assert reads == [5, 6, 6, 6, 6, 6]
+
+
+def test_reads_of_different_views_are_not_shared():
+    """A read of one view in flight holds up nobody asking for another."""
+    flights: SingleFlight[str] = SingleFlight()
+    reading, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        reading.set()
+        release.wait(10)
+        return "page a"
+
+    first = threading.Thread(target=flights.get, args=("a", slow))
+    first.start()
+    try:
+        assert reading.wait(10)
+        assert flights.get("b", lambda: "page b") == "page b"  # while "a" is still read
+    finally:
+        release.set()
+        first.join(10)
