@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import create_engine, text
 
 from app.auth.tokens import issue_token
 from app.extensions import db, socketio
+from app.live import shared_reads
 from app.live import subscriptions as subscriptions_module
 from app.live.capture import set_change_context
 from app.live.changelog import current_cursor, prune, pruned_through, read_changes
@@ -379,6 +381,55 @@ def test_subscribers_at_the_same_cursor_share_one_read(app, connect, make_user, 
     assert newest["username"] == "second"
     for sio in crowd:
         assert received_names(sio) == [("change", "second")]
+
+
+def test_a_resubscriber_never_gets_a_shared_ack_older_than_what_it_was_sent(
+        app, connect, make_user, monkeypatch):
+    """A subscriber that followed the stream and subscribes again while another one's
+    snapshot is being read does not take that read if the stream moved past it
+    meanwhile: it would be sent a change it already had."""
+    follower, other = connect(), connect()
+    follower.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    make_user("before")
+    feed(app).poll_once()
+    waiting, polled = threading.Event(), threading.Event()
+
+    class Read(shared_reads._Read):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = SignallingEvent()
+
+    class SignallingEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waiting.set()  # a follower asks while the read is in flight
+            return super().wait(timeout)
+
+    every_user = subscriptions_module.every_user
+
+    def slow_every_user():
+        rows = every_user()
+        if threading.current_thread().name == "leader":
+            make_user("meanwhile")  # sent to the follower, still in the room
+            feed(app).poll_once()
+            polled.set()
+            assert waiting.wait(10), "the follower never joined the read"
+        return rows
+
+    monkeypatch.setattr(shared_reads, "_Read", Read)
+    monkeypatch.setattr(subscriptions_module, "every_user", slow_every_user)
+    follower.get_received(NS)
+    leader = threading.Thread(name="leader", target=other.emit,
+                              args=("subscribe", {"since": None}),
+                              kwargs={"namespace": NS, "callback": True})
+    leader.start()
+    try:
+        assert polled.wait(10)
+        ack = follower.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    finally:
+        leader.join(10)
+    assert ack["cursor"] == current_cursor()
+    assert [c["cursor"] for _, changes in received_events(follower) for c in changes] == \
+        [ack["cursor"]]
 
 
 def test_a_join_of_a_replaced_subscription_does_nothing(app, connect, make_user):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -59,8 +60,10 @@ def crowd(acks: SharedAcks, leader_read, follower_read) -> tuple[list, list]:
     threads += [threading.Thread(target=ask, args=(follower_read,)) for _ in range(FOLLOWERS)]
     for thread in threads[1:]:
         thread.start()
+    deadline = time.monotonic() + 10
     while CountedEvent.waiting < FOLLOWERS:
-        threading.Event().wait(0.01)
+        assert time.monotonic() < deadline, "the followers did not wait for the read"
+        time.sleep(0.01)
     release.set()
     for thread in threads:
         thread.join(10)
@@ -116,9 +119,13 @@ def test_reads_of_different_views_are_not_shared():
 
     first = threading.Thread(target=flights.get, args=("a", slow))
     first.start()
+    other: list[str] = []
     try:
         assert reading.wait(10)
-        assert flights.get("b", lambda: "page b") == "page b"  # while "a" is still read
+        second = threading.Thread(target=lambda: other.append(flights.get("b", lambda: "b")))
+        second.start()
+        second.join(10)
+        assert other == ["b"]  # while "a" is still being read
     finally:
         release.set()
         first.join(10)

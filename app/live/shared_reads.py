@@ -68,15 +68,20 @@ class SharedAcks:
         self._kept: dict[int | None, Ack] = {}
         self._size = 0
 
-    def get(self, since: int | None, head: int, read: Callable[[], Ack]) -> Ack:
+    def get(self, since: int | None, head: int, read: Callable[[], Ack],
+            floor: int = 0) -> Ack:
         """The ack for ``since``: kept as of ``head`` (or later), or the read in flight
-        for it, or ``read()``."""
+        for it if that is as of ``floor`` or later (a connection that followed the
+        stream was sent changes up to the head: an older ack would repeat them), or
+        ``read()``."""
         with self._lock:
             if self._cursor < head and self._kept:
                 self._kept, self._size = {}, 0  # the stream has moved on
             if (kept := self._kept.get(since)) is not None:
                 return kept  # as of the head, or ahead of it (the join catches up)
         ack = self._flights.get(since, read)
+        if ack[1] < floor:
+            ack = read()
         with self._lock:
             self._keep(since, ack)
         return ack

@@ -80,7 +80,13 @@ class Subscriptions:
                         "snapshot: subscribe with a view ({\"view\": {...}}) instead")
                 return {"cursor": cursor, "rows": every_user()}, cursor
 
-        return self._replace(sid, lambda: self.acks.get(since, self.feed.head(), read))
+        followed = ROOM in socketio.server.rooms(sid, namespace=NAMESPACE)
+
+        def shared() -> tuple[dict[str, Any], int]:
+            head = self.feed.head()  # out of the room now: it was sent nothing after
+            return self.acks.get(since, head, read, floor=head if followed else 0)
+
+        return self._replace(sid, shared)
 
     def watch(self, sid: str, user_id: int) -> dict[str, Any]:
         """An edit form's subscription: ``{"cursor", "row"}``, the user (or None) as of
