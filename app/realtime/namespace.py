@@ -10,8 +10,10 @@ error", "event": name}``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import request, session
@@ -53,6 +55,21 @@ def session_user_name() -> str:
     return (session.get(SESSION_KEY) or {}).get("username", "anonymous")
 
 
+@functools.cache
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    """A method's signature, worked out once (it costs more than a small event)."""
+    return inspect.signature(function)
+
+
+def _check_arguments(handler: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Raise TypeError unless ``handler`` takes ``args``."""
+    function = getattr(handler, "__func__", None)
+    if function is None:  # not a method
+        inspect.signature(handler).bind(*args)
+    else:
+        _signature(function).bind(handler.__self__, *args)
+
+
 class RealtimeNamespace(Namespace):
     """A namespace with the shared error handler and answers to events it cannot take.
 
@@ -82,7 +99,7 @@ class RealtimeNamespace(Namespace):
         if handler is None:
             return self.socketio._handle_event(self._unknown, event, self.namespace, *args)
         try:
-            inspect.signature(handler).bind(*args[1:])
+            _check_arguments(handler, args[1:])
         except TypeError:
             return self.socketio._handle_event(self._bad_arguments, event, self.namespace,
                                                *args)
