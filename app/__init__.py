@@ -41,6 +41,7 @@ def register_extensions(app: Flask) -> None:
     from app.models import include_name
     from app.realtime import init_realtime, safe_json
     from app.realtime.polling import PollingGuard
+    from app.realtime.rooms import RoomManager
     from app.security import init_security, origin_checker
 
     engine_options(app)
@@ -57,8 +58,8 @@ def register_extensions(app: Flask) -> None:
                               ping_seconds=app.config["SOCKETIO_QUEUE_PING_SECONDS"],
                               retry_seconds=app.config["SOCKETIO_QUEUE_RETRY_SECONDS"])
     if manager is not None or not url:
-        # Always given (None: no queue), so no app inherits an earlier app's manager.
-        queue["client_manager"] = manager
+        # Always given, so no app inherits an earlier app's manager.
+        queue["client_manager"] = manager or RoomManager()
     socketio.init_app(
         app,
         **queue,

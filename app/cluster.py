@@ -27,12 +27,14 @@ import socketio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.realtime.rooms import RoomIndex
+
 log = logging.getLogger(__name__)
 PREFIX = "livecrud:"
 OUTBOX_SIZE = 10_000
 
 
-class ClusterManager(socketio.RedisManager):
+class ClusterManager(RoomIndex, socketio.RedisManager):
     """The Redis client manager, with app notices to every other process."""
 
     def __init__(self, url: str, channel: str, *, timeout: float = 1.0,

@@ -5,9 +5,10 @@ Starts ``python manage.py run`` (gevent) on a PostgreSQL database of its own (or
 subscribers (bench/swarm.mjs's lean client, ``--batch`` at a time: a process's clients
 coming back after a restart or moving over from a dead process), each authenticating
 with a token and subscribing to the plain stream (``--view``: to the dashboard's first
-page); prints how long they took, the server's CPU per connection and its garbage
-collections meanwhile (each pauses every client of the process: bench/gcpauses), then
-disconnects them all.
+page); prints how long they took and the server's CPU per connection, then drops
+every connection at once (a network blip, a load balancer restarting) and prints the
+server's CPU per connection for that, and its garbage collections meanwhile (each
+pauses every client of the process: bench/gcpauses).
 
     .venv/bin/python bench/connect.py
     .venv/bin/python bench/connect.py --clients 2000 --batch 200
@@ -34,6 +35,17 @@ def pauses(log: Path, seen: int) -> tuple[list[tuple[int, float]], int]:
     """The collections logged after the first ``seen`` lines: (generation, ms) each."""
     lines = log.read_text().splitlines() if log.exists() else []
     return [(int(g), float(ms)) for g, ms in map(str.split, lines[seen:])], len(lines)
+
+
+def quiet(pid: int) -> float:
+    """The CPU seconds ``pid`` has used, once it has used next to none for a second."""
+    used = cpu_seconds(pid)
+    while True:
+        time.sleep(1)
+        now = cpu_seconds(pid)
+        if now - used < 0.02:
+            return now
+        used = now
 
 
 def add_users(url: str, count: int) -> None:
@@ -87,10 +99,12 @@ def main() -> None:
                     took = time.monotonic() - start
                     cpu = cpu_seconds(server.proc.pid) - cpu
                 finally:
-                    swarm.close()
+                    before_leaving = cpu_seconds(server.proc.pid)
+                    swarm.close()  # every client's connection drops at once
                 print(f"round {n}: {args.clients} connected and subscribed in {took:.1f} s, "
                       f"server CPU {1000 * cpu / args.clients:.2f} ms a connection")
-                time.sleep(3)  # the disconnects are over
+                left = quiet(server.proc.pid) - before_leaving
+                print(f"  leaving: server CPU {1000 * left / args.clients:.2f} ms a connection")
                 collections, seen = pauses(log, seen)
                 longest = max(collections, key=lambda c: c[1], default=(0, 0.0))
                 print(f"  {len(collections)} garbage collections while they came and went, "
