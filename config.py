@@ -63,6 +63,9 @@ class Config:
     # Cluster presence (several processes on Redis): seconds between two refreshes of
     # this process's entry, which expires after 3 of them when the process dies.
     PRESENCE_REFRESH_SECONDS = float(os.environ.get("PRESENCE_REFRESH_SECONDS", 5))
+    # Presence broadcasts after a recent one wait this many seconds per connection of
+    # the process (0.2 s at 1000), then go out together.
+    PRESENCE_BROADCAST_COST = float(os.environ.get("PRESENCE_BROADCAST_COST", 0.0002))
     CORS_ALLOWED_ORIGINS = _origins(os.environ.get("CORS_ALLOWED_ORIGINS"))
     # None lets Flask-SocketIO pick: gevent when monkey-patched, threading under `flask run`.
     SOCKETIO_ASYNC_MODE = os.environ.get("SOCKETIO_ASYNC_MODE") or None
@@ -178,6 +181,7 @@ class TestingConfig(Config):
     SOCKETIO_ASYNC_MODE = "threading"
     LIVE_FEED_ENABLED = False
     CHAT_SWEEP_SECONDS = 0  # chat's filler too (the tests call ChatRelay.fill)
+    PRESENCE_BROADCAST_COST = 0.0  # presence goes out before the event's handler returns
 
 
 class ProductionConfig(Config):

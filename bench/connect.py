@@ -14,12 +14,15 @@ pauses every client of the process: bench/gcpauses).
     .venv/bin/python bench/connect.py --clients 2000 --batch 200
     .venv/bin/python bench/connect.py --sqlite
     .venv/bin/python bench/connect.py --view --users 10000   # dashboards: a view each
+    .venv/bin/python bench/connect.py --people 1000          # each client another user
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +51,25 @@ def quiet(pid: int) -> float:
         used = now
 
 
+PEOPLE = """
+import json, sys
+from app import create_app
+from app.auth.tokens import issue_token
+from app.users.service import create_user
+with create_app().app_context():
+    users = [create_user({"username": f"person{n}", "email": f"person{n}@example.com",
+                          "password": "bench-password"}) for n in range(int(sys.argv[1]))]
+    print(json.dumps([issue_token(user) for user in users]))
+"""
+
+
+def people(env: dict[str, str], count: int) -> list[str]:
+    """``count`` new users' API tokens."""
+    out = subprocess.run([PY, "-c", PEOPLE, str(count)], cwd=ROOT, env={**os.environ, **env},
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
 def add_users(url: str, count: int) -> None:
     """``count`` users in one plain-SQL statement (logged by the triggers like any)."""
     from sqlalchemy import create_engine, text
@@ -71,6 +93,9 @@ def main() -> None:
                         help="subscribe to the dashboard's first page (a view), not the plain "
                              "stream")
     parser.add_argument("--users", type=int, default=0, help="users added to the table first")
+    parser.add_argument("--people", type=int, default=1,
+                        help="the clients are this many distinct users, each with a token "
+                             "(presence changes with each newcomer)")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server (without a database name)")
     args = parser.parse_args()
@@ -80,6 +105,7 @@ def main() -> None:
         env, token, _ = setup_livecrud(Path(tmp), 0, url)
         if args.users:
             add_users(env["DATABASE_URL"], args.users)
+        tokens = people(env, args.people) if args.people > 1 else [token]
         log = Path(tmp) / "gc.log"
         env |= {"PYTHONPATH": str(ROOT / "bench" / "gcpauses"), "GC_PAUSE_LOG": str(log)}
         port = free_port()
@@ -93,7 +119,7 @@ def main() -> None:
                     cpu, start = cpu_seconds(server.proc.pid), time.monotonic()
                     swarm.ask("connect " + json.dumps({
                         "url": server.url, "namespace": "/users", "event": "changes",
-                        "token": token, "subscribe": True, "clients": args.clients,
+                        "tokens": tokens, "subscribe": True, "clients": args.clients,
                         "batch": args.batch, "client": "raw",
                         **({"views": [{}]} if args.view else {})}))
                     took = time.monotonic() - start

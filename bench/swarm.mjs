@@ -1,6 +1,7 @@
 // A swarm of Socket.IO clients for bench/live.py and bench/cluster.py. Reads commands on
 // stdin, one per line:
 //   connect {"url", "namespace", "event", "token"?, "clients", "subscribe": bool,
+//            "tokens"?: [token...], (client i authenticates with tokens[i % tokens.length])
 //            "views"?: [view...],   (with views, client i follows views[i % views.length])
 //            "localAddress"?,       (the clients' source address, e.g. 127.0.1.1: nginx's
 //                                    ip_hash picks the upstream from it)
@@ -65,7 +66,7 @@ function open(index, opts) {
       // the whole process, so a thousand clients in one process would measure that queue
       // (p99 3.3 s at 200 changes/s), not the server. A browser inflates its own, natively.
       perMessageDeflate: false,
-      auth: opts.token ? { token: opts.token } : undefined,
+      auth: tokenOf(index, opts) ? { token: tokenOf(index, opts) } : undefined,
     });
     const timer = setTimeout(() => reject(new Error(`client ${index}: connect timeout`)), 60000);
     socket.on("connect_error", (err) => { clearTimeout(timer); reject(err); });
@@ -143,6 +144,10 @@ function wsFrame(text) {  // a masked client text frame (short: under 64 KB)
   return Buffer.concat([head, mask, data]);
 }
 
+function tokenOf(index, opts) {  // "tokens": client i authenticates as tokens[i % length]
+  return opts.tokens ? opts.tokens[index % opts.tokens.length] : opts.token;
+}
+
 function openRaw(index, opts) {
   if (opts.views && opts.event === "view") throw new Error("the raw client measures plain changes only");
   return new Promise((resolve, reject) => {
@@ -178,7 +183,7 @@ function openRaw(index, opts) {
       }
       if (frame[0] === 0x32) return send("3");  // Engine.IO ping -> pong
       if (frame[0] === 0x30) {  // Engine.IO open -> Socket.IO namespace connect
-        return send(`40${ns},` + JSON.stringify(opts.token ? { token: opts.token } : {}));
+        return send(`40${ns},` + JSON.stringify(tokenOf(index, opts) ? { token: tokenOf(index, opts) } : {}));
       }
       const text = frame.toString("utf8");
       if (text.startsWith(`40${ns},`)) {  // connected

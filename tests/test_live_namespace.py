@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -250,6 +251,26 @@ def test_presence_is_sent_to_everyone_only_when_it_changes(connect):
     assert events(first, "presence") == []
     second.disconnect(NS)
     assert events(first, "presence") == []
+
+
+def test_presence_changes_close_together_go_out_as_one_broadcast(connect, make_user):
+    """The first change goes out at once; changes soon after it wait and go out together
+    (a crowd arriving at once is not each newcomer's arrival sent to all the others)."""
+    users = socketio.server.namespace_handlers[NS]
+    users.presence_cost = 1.0  # seconds per connection: two seconds with two
+    first = connect()
+    crowd = [connect(make_user(name)) for name in ("bob", "carol")]
+    first.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert events(first, "presence") == [{"viewers": ["admin"], "editing": {}}]
+    for sio in crowd:
+        sio.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    assert events(first, "presence") == []  # held back
+    everyone = {"viewers": ["admin", "bob", "carol"], "editing": {}}
+    deadline = time.monotonic() + 10
+    while not (got := events(first, "presence")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got == [everyone]  # one broadcast for both, not [admin, bob] first
+    assert all(events(sio, "presence")[-1:] == [everyone] for sio in crowd)
 
 
 def test_logging_out_closes_the_users_sockets(app, client, admin):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from flask import current_app, request
@@ -12,6 +13,7 @@ from app.extensions import db
 from app.live.feed import NAMESPACE, ROOM, VIEWS_ROOM, Feed
 from app.live.presence import ClusterPresence
 from app.live.subscriptions import SubscribeError, Subscriptions
+from app.realtime import fanout
 from app.realtime.acks import after_ack
 from app.realtime.errors import reject
 from app.realtime.namespace import RealtimeNamespace
@@ -32,6 +34,10 @@ class UsersNamespace(RealtimeNamespace):
         self.editors: dict[str, tuple[str, int]] = {}
         self._presence_lock = threading.Lock()  # handlers run in threads under `flask run`
         self._presence: dict[str, Any] | None = None  # as last sent to the room
+        self._presence_sent_at = 0.0
+        self._newcomers: set[str] = set()  # to be sent the presence even if unchanged
+        self._flush_due = False  # a broadcast is scheduled
+        self.presence_cost = config["PRESENCE_BROADCAST_COST"]
         # With a Redis message queue: the other processes' viewers and editors too.
         self.cluster: ClusterPresence | None = None
 
@@ -97,8 +103,39 @@ class UsersNamespace(RealtimeNamespace):
     def _broadcast_presence(self, newcomer: str | None = None) -> None:
         """Send the room who is viewing and editing, when that changed; a newcomer gets
         it anyway. (A thousand tabs of one user joining is one broadcast, not a
-        thousand to a thousand.)"""
+        thousand to a thousand.)
+
+        After a broadcast, changes wait and go out together, spaced like the change
+        frames by what a broadcast to everyone costs (``PRESENCE_BROADCAST_COST`` x the
+        connections): a crowd of users arriving at once would otherwise send each one's
+        arrival to all the others (N² events). The first change after a quiet moment
+        goes out at once.
+        """
         with self._presence_lock:
+            if newcomer:
+                self._newcomers.add(newcomer)
+            if self._flush_due:
+                return  # goes out with the broadcast already due
+            wait = self._presence_sent_at + self._presence_spacing() - time.monotonic()
+            if wait > 0:
+                self._flush_due = True
+                self.socketio.start_background_task(self._flush_presence_later, wait)
+                return
+        self._flush_presence()
+
+    def _presence_spacing(self) -> float:
+        audience = len(self.viewers) + len(self.editors)
+        return audience * self.presence_cost
+
+    def _flush_presence_later(self, wait: float) -> None:
+        self.socketio.sleep(wait)
+        with self._presence_lock:
+            self._flush_due = False
+        self._flush_presence()
+
+    def _flush_presence(self) -> None:
+        with self._presence_lock:
+            newcomers, self._newcomers = self._newcomers, set()
             editing: dict[int, set[str]] = {}
             for username, user_id in self.editors.values():
                 editing.setdefault(user_id, set()).add(username)
@@ -108,12 +145,12 @@ class UsersNamespace(RealtimeNamespace):
             }
             if self.cluster is not None:
                 payload = self.cluster.update(payload)
-            if payload != self._presence:
-                self._presence, to = payload, [ROOM, VIEWS_ROOM]
-            elif newcomer:
-                to = newcomer
-            else:
-                return
             # Every process sends its own clients the cluster's presence.
-            self.socketio.server.emit("presence", payload, to=to, namespace=self.namespace,
-                                      ignore_queue=True)
+            if payload != self._presence:
+                self._presence, self._presence_sent_at = payload, time.monotonic()
+                for room in (ROOM, VIEWS_ROOM):  # no connection is in both
+                    fanout.emit(self.socketio.server, "presence", payload, room,
+                                self.namespace)
+            elif newcomers:
+                self.socketio.server.emit("presence", payload, to=sorted(newcomers),
+                                          namespace=self.namespace, ignore_queue=True)
