@@ -16,6 +16,7 @@ from app.live import subscriptions as subscriptions_module
 from app.live.capture import set_change_context
 from app.live.changelog import current_cursor, prune, pruned_through, read_changes
 from app.live.feed import BATCH_LIMIT
+from app.realtime import fanout
 from app.users.service import update_user
 from tests.conftest import BOTH_DATABASES, csrf_token, login
 
@@ -271,6 +272,32 @@ def test_presence_changes_close_together_go_out_as_one_broadcast(connect, make_u
         time.sleep(0.05)
     assert got == [everyone]  # one broadcast for both, not [admin, bob] first
     assert all(events(sio, "presence")[-1:] == [everyone] for sio in crowd)
+
+
+def test_a_disconnect_during_a_presence_broadcast_neither_hangs_nor_is_lost(
+        connect, make_user, monkeypatch):
+    """A send can close a dead connection, whose disconnect handler changes the presence
+    while it is being sent: that change goes out next, and nothing waits forever."""
+    viewer = connect()
+    viewer.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    dead = connect(make_user("bob"))
+    dead.emit("subscribe", {"since": None}, namespace=NS, callback=True)
+    newcomer = connect(make_user("carol"))
+    real_emit = fanout.emit
+
+    def emit(server, event, data, room, namespace):
+        if event == "presence" and dead.is_connected(NS):
+            dead.disconnect(NS)  # as engineio closes a connection whose pings timed out
+        real_emit(server, event, data, room, namespace)
+
+    monkeypatch.setattr(fanout, "emit", emit)
+    viewer.get_received(NS)
+    subscribing = threading.Thread(target=newcomer.emit, args=("subscribe", {"since": None}),
+                                   kwargs={"namespace": NS, "callback": True}, daemon=True)
+    subscribing.start()
+    subscribing.join(10)
+    assert not subscribing.is_alive(), "the presence broadcast hung"
+    assert events(viewer, "presence")[-1] == {"viewers": ["admin", "carol"], "editing": {}}
 
 
 def test_logging_out_closes_the_users_sockets(app, client, admin):

@@ -37,6 +37,8 @@ class UsersNamespace(RealtimeNamespace):
         self._presence_sent_at = 0.0
         self._newcomers: set[str] = set()  # to be sent the presence even if unchanged
         self._flush_due = False  # a broadcast is scheduled
+        self._presence_sending = False  # one sender at a time
+        self._presence_again = False  # changes came while it sent
         self.presence_cost = config["PRESENCE_BROADCAST_COST"]
         # With a Redis message queue: the other processes' viewers and editors too.
         self.cluster: ClusterPresence | None = None
@@ -109,11 +111,15 @@ class UsersNamespace(RealtimeNamespace):
         frames by what a broadcast to everyone costs (``PRESENCE_BROADCAST_COST`` x the
         connections): a crowd of users arriving at once would otherwise send each one's
         arrival to all the others (N² events). The first change after a quiet moment
-        goes out at once.
+        goes out at once. One sender at a time, outside the lock: a send can close a
+        dead connection, whose disconnect handler comes back here.
         """
         with self._presence_lock:
             if newcomer:
                 self._newcomers.add(newcomer)
+            if self._presence_sending:
+                self._presence_again = True  # the sender schedules another round
+                return
             if self._flush_due:
                 return  # goes out with the broadcast already due
             wait = self._presence_sent_at + self._presence_spacing() - time.monotonic()
@@ -121,7 +127,8 @@ class UsersNamespace(RealtimeNamespace):
                 self._flush_due = True
                 self.socketio.start_background_task(self._flush_presence_later, wait)
                 return
-        self._flush_presence()
+            self._presence_sending = True
+        self._send_presence()
 
     def _presence_spacing(self) -> float:
         audience = len(self.viewers) + len(self.editors)
@@ -131,26 +138,38 @@ class UsersNamespace(RealtimeNamespace):
         self.socketio.sleep(wait)
         with self._presence_lock:
             self._flush_due = False
-        self._flush_presence()
+            if self._presence_sending:
+                self._presence_again = True
+                return
+            self._presence_sending = True
+        self._send_presence()
 
-    def _flush_presence(self) -> None:
-        with self._presence_lock:
-            newcomers, self._newcomers = self._newcomers, set()
-            editing: dict[int, set[str]] = {}
-            for username, user_id in self.editors.values():
-                editing.setdefault(user_id, set()).add(username)
-            payload = {
-                "viewers": sorted(set(self.viewers.values())),
-                "editing": {str(k): sorted(v) for k, v in sorted(editing.items())},
-            }
-            if self.cluster is not None:
-                payload = self.cluster.update(payload)
+    def _send_presence(self) -> None:
+        """Send the presence (the caller set ``_presence_sending``)."""
+        try:
+            with self._presence_lock:
+                newcomers, self._newcomers = self._newcomers, set()
+                editing: dict[int, set[str]] = {}
+                for username, user_id in self.editors.values():
+                    editing.setdefault(user_id, set()).add(username)
+                payload = {
+                    "viewers": sorted(set(self.viewers.values())),
+                    "editing": {str(k): sorted(v) for k, v in sorted(editing.items())},
+                }
+                if self.cluster is not None:
+                    payload = self.cluster.update(payload)
             # Every process sends its own clients the cluster's presence.
             if payload != self._presence:
-                self._presence, self._presence_sent_at = payload, time.monotonic()
                 for room in (ROOM, VIEWS_ROOM):  # no connection is in both
                     fanout.emit(self.socketio.server, "presence", payload, room,
                                 self.namespace)
+                self._presence, self._presence_sent_at = payload, time.monotonic()
             elif newcomers:
                 self.socketio.server.emit("presence", payload, to=sorted(newcomers),
                                           namespace=self.namespace, ignore_queue=True)
+        finally:
+            with self._presence_lock:
+                self._presence_sending = False
+                again, self._presence_again = self._presence_again, False
+        if again:
+            self._broadcast_presence()

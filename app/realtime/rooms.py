@@ -40,8 +40,8 @@ class RoomIndex:
         rooms = self.rooms_of.get((namespace, sid))
         if rooms is not None:
             rooms.pop(room, None)
-            if not rooms:
-                del self.rooms_of[(namespace, sid)]
+            if not rooms:  # (under `flask run`, another thread may have got here first)
+                self.rooms_of.pop((namespace, sid), None)
 
     def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
         """What python-socketio's does: the client leaves its rooms, its pending
