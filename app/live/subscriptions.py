@@ -80,18 +80,13 @@ class Subscriptions:
                         "snapshot: subscribe with a view ({\"view\": {...}}) instead")
                 return {"cursor": cursor, "rows": every_user()}, cursor
 
-        followed = ROOM in socketio.server.rooms(sid, namespace=NAMESPACE)
-
-        def shared() -> tuple[dict[str, Any], int]:
-            head = self.feed.head()  # out of the room now: it was sent nothing after
-            return self.acks.get(since, head, read, floor=head if followed else 0)
-
-        return self._replace(sid, shared)
+        return self._replace(
+            sid, lambda sent: self.acks.get(since, self.feed.head(), read, floor=sent))
 
     def watch(self, sid: str, user_id: int) -> dict[str, Any]:
         """An edit form's subscription: ``{"cursor", "row"}``, the user (or None) as of
         that cursor; every change after it follows, as for ``subscribe``."""
-        def read() -> tuple[dict[str, Any], int]:
+        def read(_sent: int) -> tuple[dict[str, Any], int]:  # never older: read now
             with consistent_read():  # the row and the cursor as of the same moment
                 cursor = current_cursor()
                 user = db.session.get(User, user_id) if 0 < user_id < 2**31 else None
@@ -99,12 +94,14 @@ class Subscriptions:
 
         return self._replace(sid, read)
 
-    def _replace(self, sid: str, read: Callable[[], tuple[dict[str, Any], int]]
+    def _replace(self, sid: str, read: Callable[[int], tuple[dict[str, Any], int]]
                  ) -> dict[str, Any]:
-        """``read`` the new subscription's ack and cursor with ``sid`` out of the plain
-        room (no broadcast after the ack's cursor may reach it before the ack). Then it
-        follows only the new subscription, from its join on; if ``read`` raises, it goes
-        on following what it followed."""
+        """``read(sent)`` the new subscription's ack and cursor with ``sid`` out of the
+        plain room (no broadcast after the ack's cursor may reach it before the ack);
+        ``sent`` is the cursor up to which the room sent it changes (0: it was not in
+        the room), which the ack must not be older than. Then it follows only the new
+        subscription, from its join on; if ``read`` raises, it goes on following what it
+        followed."""
         feed = self.feed
         with feed.lock:
             rejoin = ROOM in socketio.server.rooms(sid, namespace=NAMESPACE)
@@ -112,7 +109,7 @@ class Subscriptions:
                 socketio.server.leave_room(sid, ROOM, namespace=NAMESPACE)
             left_at, serial = feed.head(), self._serials.get(sid)
         try:
-            ack, cursor = read()
+            ack, cursor = read(left_at if rejoin else 0)
         except Exception:
             if rejoin and serial is not None:
                 self.join(sid, left_at, serial)
