@@ -66,16 +66,14 @@ function open(index, opts) {
       // the whole process, so a thousand clients in one process would measure that queue
       // (p99 3.3 s at 200 changes/s), not the server. A browser inflates its own, natively.
       perMessageDeflate: false,
-      auth: tokenOf(index, opts) ? { token: tokenOf(index, opts) } : undefined,
+      auth: authOf(index, opts) ?? undefined,
     });
     const timer = setTimeout(() => reject(new Error(`client ${index}: connect timeout`)), 60000);
     socket.on("connect_error", (err) => { clearTimeout(timer); reject(err); });
     socket.on("connect", async () => {
       clearTimeout(timer);
       if (opts.subscribe) {
-        const payload = opts.views
-          ? { view: opts.views[index % opts.views.length] } : { since: null };
-        const ack = await socket.timeout(60000).emitWithAck("subscribe", payload);
+        const ack = await socket.timeout(60000).emitWithAck("subscribe", subscriptionOf(index, opts));
         if (ack.error) return reject(new Error(ack.error));
       }
       resolve(socket);
@@ -98,10 +96,11 @@ function open(index, opts) {
 // A lean Socket.IO client (Engine.IO 4, Socket.IO 5: open, ping, namespace connect with
 // auth, subscribe with an ack, events) on a minimal WebSocket over a TCP socket that
 // offers permessage-deflate, for the "changes" event (it may subscribe to a view, as
-// bench/connect.py's crowd does, but does not measure view events). The server compresses and encodes a
-// change frame once for all of its subscribers, so identical bytes are inflated and parsed
-// once (compared whole, never guessed): the swarm's cost per delivery is then the socket's,
-// not zlib's or JSON.parse's, and the measuring clients leave the CPU to the servers.
+// bench/connect.py's crowd does, but does not measure view events). The server
+// compresses and encodes a change frame once for all of its subscribers, so identical
+// bytes are inflated and parsed once (compared whole, never guessed): the swarm's cost
+// per delivery is then the socket's, not zlib's or JSON.parse's, and the measuring
+// clients leave the CPU to the servers.
 const KEEP = 64;  // distinct frames remembered
 const inflated = [];  // {payload, text}: the latest compressed frames and their text
 const parsed = [];  // {frame, changes: [[cursor, time]...]}: the latest frames' changes
@@ -144,8 +143,13 @@ function wsFrame(text) {  // a masked client text frame (short: under 64 KB)
   return Buffer.concat([head, mask, data]);
 }
 
-function tokenOf(index, opts) {  // "tokens": client i authenticates as tokens[i % length]
-  return opts.tokens ? opts.tokens[index % opts.tokens.length] : opts.token;
+function authOf(index, opts) {  // client i's auth: {token} (tokens[i % length]), or null
+  const token = opts.tokens ? opts.tokens[index % opts.tokens.length] : opts.token;
+  return token ? { token } : null;
+}
+
+function subscriptionOf(index, opts) {  // client i's subscribe payload
+  return opts.views ? { view: opts.views[index % opts.views.length] } : { since: null };
 }
 
 function openRaw(index, opts) {
@@ -183,14 +187,13 @@ function openRaw(index, opts) {
       }
       if (frame[0] === 0x32) return send("3");  // Engine.IO ping -> pong
       if (frame[0] === 0x30) {  // Engine.IO open -> Socket.IO namespace connect
-        return send(`40${ns},` + JSON.stringify(tokenOf(index, opts) ? { token: tokenOf(index, opts) } : {}));
+        return send(`40${ns},` + JSON.stringify(authOf(index, opts) ?? {}));
       }
       const text = frame.toString("utf8");
       if (text.startsWith(`40${ns},`)) {  // connected
         client.connected = true;
         if (!opts.subscribe) { clearTimeout(timer); return resolve(client); }
-        const payload = opts.views ? { view: opts.views[index % opts.views.length] } : { since: null };
-        return send(`42${ns},1` + JSON.stringify(["subscribe", payload]));
+        return send(`42${ns},1` + JSON.stringify(["subscribe", subscriptionOf(index, opts)]));
       }
       if (text.startsWith(`44${ns},`)) return fail(text);  // connect_error
       if (text.startsWith(`43${ns},1`)) {  // the subscribe's ack
